@@ -1,0 +1,1 @@
+"""Baseline unlearning algorithms."""

@@ -1,0 +1,1 @@
+"""Machine unlearning by Datamodel Matching."""

@@ -1,0 +1,1 @@
+"""Evaluation: margins, KLoM, membership inference, accuracy, LDS."""
