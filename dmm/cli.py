@@ -1,0 +1,188 @@
+"""The ``dmm`` command line: one subcommand per stage of the pipeline.
+
+Every subcommand documents itself (``dmm <command> --help``). Bad input prints one line,
+``dmm: error: ...``, and exits with status 2 without writing anything.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Literal, NoReturn
+
+from jsonargparse import ArgumentParser
+
+from dmm.errors import DmmError
+
+Device = Literal["auto", "cpu", "cuda"]
+WandbMode = Literal["offline", "online", "disabled"]
+
+
+class Parser(ArgumentParser):
+    """jsonargparse parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str, *args, **kwargs) -> NoReturn:  # noqa: ARG002
+        print(f"dmm: error: {' '.join(str(message).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _task_args(p: Parser) -> None:
+    p.add_argument("--task", default="digits",
+                   help="task name (configs/tasks/<name>.yaml) or a task YAML path")
+    p.add_argument("--data", type=str, default=None,
+                   help="local data for tasks that need it: cifar10 directory or tensors file")
+
+
+def _common(p: Parser) -> None:
+    p.add_argument("--device", type=Device, default="auto", help="auto, cpu or cuda")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (only once the new one is complete)")
+
+
+# ---------------------------------------------------------------- tasks
+def tasks_parser() -> Parser:
+    return Parser(description="List the tasks shipped in configs/tasks.")
+
+
+def run_tasks(args) -> None:  # noqa: ANN001
+    from dmm.tasks import TASK_DIR, task_names
+
+    for name in task_names():
+        first = (TASK_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"{name:12s} {first}")
+
+
+# ---------------------------------------------------------------- train
+def train_parser() -> Parser:
+    p = Parser(description="Train one model of a task with its recipe and write a checkpoint "
+               "(safetensors weights + metadata). Logs to CSV and to wandb (offline by default).")
+    _task_args(p)
+    p.add_argument("--out", type=Path, required=True,
+                   help="checkpoint path, e.g. runs/digits/model.ckpt")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model's init and data order")
+    p.add_argument("--wandb", type=WandbMode, default="offline",
+                   help="wandb logging: offline (default, no account), online or disabled")
+    _common(p)
+    return p
+
+
+def run_train(args) -> None:  # noqa: ANN001
+    from dmm.checkpoint import save_checkpoint
+    from dmm.logging import make_loggers
+    from dmm.tasks import load_task
+    from dmm.training import model_key, train_ensemble
+
+    out: Path = args.out
+    if out.exists() and not args.overwrite:
+        raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
+    if out.is_dir():
+        raise DmmError(f"output {out} is a directory, not a checkpoint file")
+    task = load_task(args.task, args.data)
+    key = model_key(args.seed, 0)
+    loggers = make_loggers(out.parent / "logs", out.stem, args.wandb, config={
+        "task": task.name, "seed": args.seed, "recipe": vars(task.recipe)})
+    t0 = time.perf_counter()
+    ens = train_ensemble(task, [key], device=args.device, logger=loggers, progress=True)
+    seconds = time.perf_counter() - t0
+    acc = _accuracies(ens, task)
+    for lg in loggers:
+        lg.log_metrics({f"accuracy/{k}": v for k, v in acc.items()})
+        lg.finalize("success")
+    save_checkpoint(out, task, ens.model_state(0), key=key, seed=args.seed,
+                    recipe=vars(task.recipe), accuracy=acc, train_seconds=seconds,
+                    examples_processed=task.recipe.epochs * task.data.n_train)
+    print(f"train accuracy {acc['train']:.4f}  validation accuracy {acc['val']:.4f}  "
+          f"({seconds:.1f} s)  wrote {out}")
+
+
+def _accuracies(ens, task) -> dict[str, float]:  # noqa: ANN001
+    logits = ens.predict(task.data.x_all)[0]
+    correct = (logits.argmax(-1) == task.data.y_all).float()
+    n = task.data.n_train
+    return {"train": correct[:n].mean().item(), "val": correct[n:].mean().item()}
+
+
+# ---------------------------------------------------------------- fleet
+def fleet_parser() -> Parser:
+    p = Parser(description="Train a fleet of models (vectorised with torch.func when the "
+               "model allows), storing each model's mask and logits on all points. Resumable: "
+               "re-run the same command after an interruption.")
+    _task_args(p)
+    p.add_argument("--kind", type=Literal["original", "oracle", "datamodel"], required=True,
+                   help="original (all data), oracle (all but --forget), datamodel (random halves)")
+    p.add_argument("--models", type=int, required=True, help="number of models")
+    p.add_argument("--out", type=Path, required=True, help="fleet directory")
+    p.add_argument("--forget", type=Path, default=None,
+                   help="forget set index file (.txt/.csv/.npy/.json), for --kind oracle")
+    p.add_argument("--seed", type=int, default=0, help="fleet seed")
+    p.add_argument("--alpha", type=float, default=0.5, help="subset probability (datamodel)")
+    p.add_argument("--shard_size", type=int, default=256, help="models trained together")
+    p.add_argument("--dtype", type=Literal["float32", "float16"], default="float32",
+                   help="storage type of the logits")
+    p.add_argument("--save_weights", type=bool | None, default=None,
+                   help="keep weights (default: true for original/oracle, false for datamodel)")
+    _common(p)
+    return p
+
+
+def run_fleet(args) -> None:  # noqa: ANN001
+    from dmm.fleet import shard_summary, train_fleet
+    from dmm.forget_sets import read_indices
+    from dmm.tasks import load_task
+
+    if args.models < 1:
+        raise DmmError(f"--models must be a positive integer, got {args.models}")
+    if args.out.exists() and not args.overwrite:
+        raise DmmError(f"output {args.out} already exists (pass --overwrite to replace it)")
+    task = load_task(args.task, args.data)
+    forget = read_indices(args.forget, task.data.n_train) if args.forget else None
+    t0 = time.perf_counter()
+    fleet = train_fleet(task, args.kind, args.models, args.out, seed=args.seed, forget=forget,
+                        alpha=args.alpha, shard_size=args.shard_size, dtype=args.dtype,
+                        save_weights=args.save_weights, device=args.device,
+                        overwrite=args.overwrite)
+    s = shard_summary(fleet)
+    print(f"{len(fleet)} {args.kind} models of {task.name}: validation accuracy "
+          f"{s['val_accuracy_mean']:.4f} ± {s['val_accuracy_std']:.4f}, "
+          f"{s['seconds_per_model'] * 1000:.0f} ms per model; "
+          f"{time.perf_counter() - t0:.1f} s in this run; wrote {args.out}")
+
+
+COMMANDS = {
+    "tasks": (tasks_parser, run_tasks, "list the available tasks"),
+    "train": (train_parser, run_train, "train one model and write a checkpoint"),
+    "fleet": (fleet_parser, run_fleet, "train a fleet of models (originals, oracles, datamodels)"),
+}
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="dmm", description="Machine unlearning by Datamodel Matching: fleets, "
+               "attribution, unlearning, evaluation (KLoM) and benchmarks.")
+    sub = p.add_subcommands(dest="command")
+    for name, (make, _, help_) in COMMANDS.items():
+        sub.add_subcommand(name, make(), help=help_)
+    return p
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001, ARG001
+    print(f"dmm: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``dmm`` console script."""
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
+    try:
+        COMMANDS[args.command][1](args[args.command])
+    except DmmError as e:
+        print(f"dmm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("dmm: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

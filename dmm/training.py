@@ -1,0 +1,231 @@
+"""Training with Lightning: one model or a vectorised ensemble, each model with its own
+initialisation, data order and augmentation randomness (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dmm.ensemble import Ensemble
+from dmm.recipe import Recipe, lr_factor, make_optimizer
+from dmm.tasks import Task
+
+for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
+
+PAD = 4  # crop_flip augmentation padding
+
+
+def model_key(seed: int, model_id: int) -> int:
+    """The random key of model ``model_id`` of a fleet seeded with ``seed``.
+
+    It seeds the model's initialisation, data order and augmentation, independently of
+    which other models train beside it (so a fleet's shards can be recomputed exactly).
+    """
+    return int(np.random.SeedSequence([seed, model_id]).generate_state(1)[0])
+
+
+class BatchStream(Dataset):
+    """Minibatch indices for K models at once: item t is step t of every model.
+
+    Model k's example multiset is ``counts[k]`` (0/1 for a subset, larger to up-weight). Each
+    epoch it draws its own permutation and augmentation from ``default_rng([keys[k], salt,
+    epoch])``. An epoch is ``ceil(max_k n_k / batch_size)`` steps; models with fewer
+    examples get zero-weight padding slots, so each model sees each of its examples
+    exactly ``counts`` times per epoch.
+    """
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        keys: Sequence[int],
+        epochs: int,
+        batch_size: int,
+        augment: bool = False,
+        salt: int = 0,
+    ):
+        counts = np.asarray(counts)
+        if counts.ndim != 2 or len(counts) != len(keys):
+            raise ValueError("counts must be [models, n] with one key per model")
+        sizes = counts.sum(1)
+        if (sizes == 0).any():
+            raise ValueError("every model needs at least one example")
+        k, b = len(keys), batch_size
+        self.steps_per_epoch = math.ceil(sizes.max() / b)
+        slots = self.steps_per_epoch * b
+        self.idx = np.zeros((epochs, k, slots), dtype=np.int64)
+        self.weight = np.zeros((epochs, k, slots), dtype=np.float32)
+        self.aug = np.zeros((epochs, k, slots, 3), dtype=np.int64) if augment else None
+        items = [np.repeat(np.arange(counts.shape[1]), c) for c in counts]
+        for e in range(epochs):
+            for j, key in enumerate(keys):
+                rng = np.random.default_rng([key, salt, e])
+                n = len(items[j])
+                self.idx[e, j, :n] = rng.permutation(items[j])
+                self.weight[e, j, :n] = 1.0
+                if augment:
+                    self.aug[e, j, :, :2] = rng.integers(0, 2 * PAD + 1, size=(slots, 2))
+                    self.aug[e, j, :, 2] = rng.integers(0, 2, size=slots)
+        self.idx = self.idx.reshape(epochs, k, self.steps_per_epoch, b)
+        self.weight = self.weight.reshape(epochs, k, self.steps_per_epoch, b)
+        if augment:
+            self.aug = self.aug.reshape(epochs, k, self.steps_per_epoch, b, 3)
+        self.epochs = epochs
+
+    def __len__(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def __getitem__(self, t: int) -> dict[str, torch.Tensor]:
+        e, s = divmod(t, self.steps_per_epoch)
+        out = {
+            "idx": torch.from_numpy(self.idx[e, :, s]),
+            "weight": torch.from_numpy(self.weight[e, :, s]),
+        }
+        if self.aug is not None:
+            out["aug"] = torch.from_numpy(self.aug[e, :, s])
+        return out
+
+    def loader(self) -> DataLoader:
+        """A loader over one epoch's steps; Lightning advances the epoch via the sampler."""
+        return DataLoader(self, batch_size=None, sampler=_EpochSampler(self), num_workers=0)
+
+
+class _EpochSampler(Sampler):
+    """Yields the step numbers of the current epoch (Lightning calls ``set_epoch``)."""
+
+    def __init__(self, stream: BatchStream):
+        self.stream, self.epoch = stream, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.stream.steps_per_epoch
+
+    def __iter__(self):  # noqa: ANN204
+        t = self.stream.steps_per_epoch
+        return iter(range(self.epoch * t, (self.epoch + 1) * t))
+
+
+def crop_flip(x: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+    """Pad-4 random crop and horizontal flip of images x [..., C, H, W] with per-image
+    parameters aug [..., 3] = (dy, dx, flip)."""
+    lead = x.shape[:-3]
+    c, h, w = x.shape[-3:]
+    x = x.reshape(-1, c, h, w)
+    aug = aug.reshape(-1, 3)
+    xp = F.pad(x, (PAD, PAD, PAD, PAD))
+    n = len(x)
+    rows = aug[:, 0, None] + torch.arange(h, device=x.device)  # [n, h]
+    cols = aug[:, 1, None] + torch.arange(w, device=x.device)  # [n, w]
+    flip = aug[:, 2].bool()
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    out = xp[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).reshape(*lead, c, h, w)
+
+
+def weighted_mean(per_example: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-model mean over real (non-padding) slots: [K, B] -> [K]."""
+    return (per_example * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+
+
+class EnsembleModule(pl.LightningModule):
+    """Base of every Lightning module of the project: an :class:`Ensemble` and the data
+    tensors it reads minibatches from (moved to the training device with the module)."""
+
+    def __init__(self, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor):
+        super().__init__()
+        self.ensemble = ensemble
+        self.register_buffer("x", x, persistent=False)
+        self.register_buffer("y", y, persistent=False)
+
+    def inputs(self, idx: torch.Tensor, aug: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.x[idx]
+        return x if aug is None else crop_flip(x, aug)
+
+    def logits(self, idx: torch.Tensor, aug: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of model k on its own minibatch idx[k]: [K, B, C]."""
+        return self.ensemble(self.inputs(idx, aug))
+
+
+class TrainModule(EnsembleModule):
+    """Trains an ensemble with a task's recipe: cross-entropy, SGD/Adam, per-step schedule."""
+
+    def __init__(
+        self, ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
+        steps_per_epoch: int,
+    ):
+        super().__init__(ensemble, x, y)
+        self.recipe = recipe
+        self.steps_per_epoch = steps_per_epoch
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.logits(batch["idx"], batch.get("aug"))
+        ce = F.cross_entropy(
+            logits.flatten(0, 1), self.y[batch["idx"]].flatten(),
+            label_smoothing=self.recipe.label_smoothing, reduction="none",
+        ).view_as(batch["weight"])
+        loss = weighted_mean(ce, batch["weight"])
+        self.log("train_loss", loss.mean(), prog_bar=True)
+        return loss.sum()
+
+    def configure_optimizers(self):  # noqa: ANN201
+        r = self.recipe
+        opt = make_optimizer(
+            self.ensemble.parameters(), r.optimizer, r.lr, r.momentum, r.weight_decay, r.nesterov
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(r, self.steps_per_epoch))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def accelerator(device: str) -> str:
+    """Lightning accelerator name for ``auto``, ``cpu`` or ``cuda``/``gpu``."""
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if device in ("cuda", "gpu") else "cpu"
+
+
+def make_trainer(device: str = "auto", logger: object = False, progress: bool = False,
+                 max_epochs: int = 1) -> pl.Trainer:
+    """A quiet Lightning trainer for the project's modules."""
+    return pl.Trainer(
+        accelerator=accelerator(device), devices=1, max_epochs=max_epochs, logger=logger,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+        num_sanity_val_steps=0, log_every_n_steps=10,
+    )
+
+
+def train_ensemble(
+    task: Task,
+    keys: Sequence[int],
+    masks: np.ndarray | None = None,
+    recipe: Recipe | None = None,
+    device: str = "auto",
+    logger: object = False,
+    progress: bool = False,
+) -> Ensemble:
+    """Train one model per key on its training subset (``masks`` [K, n_train], default all).
+
+    Returns the trained ensemble on the CPU. ``keys`` come from :func:`model_key`.
+    """
+    recipe = recipe or task.recipe
+    n = task.data.n_train
+    masks = np.ones((len(keys), n), dtype=bool) if masks is None else np.asarray(masks)
+    ensemble = Ensemble([task.build_model(k) for k in keys])
+    stream = BatchStream(masks.astype(np.int64), keys, recipe.epochs, recipe.batch_size,
+                         augment=recipe.augment == "crop_flip")
+    module = TrainModule(ensemble, task.data.x_train, task.data.y_train, recipe,
+                         stream.steps_per_epoch)
+    make_trainer(device, logger, progress, max_epochs=recipe.epochs).fit(module, stream.loader())
+    return ensemble.cpu()
