@@ -101,10 +101,32 @@ class BatchStream(Dataset):
         return DataLoader(self, batch_size=None, sampler=_EpochSampler(self), num_workers=0)
 
 
+class ZipStream(Dataset):
+    """Several named streams stepped together; the first sets the length, the others cycle.
+
+    Item t is ``{name: stream[t'] ...}``, e.g. ``{"retain": ..., "forget": ...}``.
+    """
+
+    def __init__(self, **streams: BatchStream):
+        if not streams:
+            raise ValueError("ZipStream needs at least one stream")
+        self.streams = streams
+        first = next(iter(streams.values()))
+        self.epochs, self.steps_per_epoch = first.epochs, first.steps_per_epoch
+
+    def __len__(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def __getitem__(self, t: int) -> dict[str, dict[str, torch.Tensor]]:
+        return {name: s[t % len(s)] for name, s in self.streams.items()}
+
+    loader = BatchStream.loader
+
+
 class _EpochSampler(Sampler):
     """Yields the step numbers of the current epoch (Lightning calls ``set_epoch``)."""
 
-    def __init__(self, stream: BatchStream):
+    def __init__(self, stream: BatchStream | ZipStream):
         self.stream, self.epoch = stream, 0
 
     def set_epoch(self, epoch: int) -> None:
