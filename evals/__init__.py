@@ -1,1 +1,51 @@
-"""Evaluation: margins, KLoM, membership inference, accuracy, LDS."""
+"""Evaluation: margins, KLoM, membership inference, accuracy, LDS, plots and reports.
+
+Everything works on plain arrays (numpy, or torch tensors, converted on entry).
+KLoM's direction is KL(oracle || unlearned): the oracle fleet is the reference p.
+"""
+
+from .accuracy import accuracy, accuracy_by_split
+from .klom import DIRECTION as KLOM_DIRECTION
+from .klom import KLOM_CAP, klom, klom_bin_edges, klom_summary
+from .lds import lds, spearman_per_target
+from .margins import confidence, loss, margins
+from .membership import (
+    competition_epsilon_points,
+    competition_epsilons,
+    competition_score,
+    loss_threshold_attack,
+    ulira,
+)
+from .plots import plot_margin_histograms
+from .report import klom_report, klom_table_markdown, to_jsonable, write_json_atomic
+from .roc import balanced_accuracy_at, best_balanced_accuracy, roc_auc, roc_curve, tpr_at_fpr
+
+__all__ = [
+    "KLOM_CAP",
+    "KLOM_DIRECTION",
+    "accuracy",
+    "accuracy_by_split",
+    "balanced_accuracy_at",
+    "best_balanced_accuracy",
+    "competition_epsilon_points",
+    "competition_epsilons",
+    "competition_score",
+    "confidence",
+    "klom",
+    "klom_bin_edges",
+    "klom_report",
+    "klom_summary",
+    "klom_table_markdown",
+    "lds",
+    "loss",
+    "loss_threshold_attack",
+    "margins",
+    "plot_margin_histograms",
+    "roc_auc",
+    "roc_curve",
+    "spearman_per_target",
+    "to_jsonable",
+    "tpr_at_fpr",
+    "ulira",
+    "write_json_atomic",
+]
