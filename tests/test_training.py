@@ -1,0 +1,60 @@
+"""Per-model batch streams, augmentation and Lightning training of ensembles."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dmm.training import BatchStream, ZipStream, crop_flip, model_key, train_ensemble
+
+
+def test_each_model_sees_its_own_subset_once_per_epoch_in_its_own_order():
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 50)) < 0.5
+    s = BatchStream(masks.astype(np.int64), keys=[11, 12, 13], epochs=2, batch_size=8)
+    assert s.steps_per_epoch == -(-masks.sum(1).max() // 8)
+    for e in range(2):
+        steps = [s[e * s.steps_per_epoch + t] for t in range(s.steps_per_epoch)]
+        idx = torch.cat([b["idx"] for b in steps], 1)
+        w = torch.cat([b["weight"] for b in steps], 1)
+        for k in range(3):
+            seen = idx[k][w[k] > 0].numpy()
+            assert sorted(seen) == list(np.flatnonzero(masks[k]))  # each example exactly once
+    # Orders differ between models and epochs, and depend only on the key.
+    a = BatchStream(np.ones((2, 40), dtype=np.int64), [1, 2], 2, 40)
+    assert not torch.equal(a[0]["idx"][0], a[0]["idx"][1])
+    assert not torch.equal(a[0]["idx"][0], a[1]["idx"][0])
+    b = BatchStream(np.ones((1, 40), dtype=np.int64), [2], 2, 40)
+    assert torch.equal(a[1]["idx"][1], b[1]["idx"][0])
+
+
+def test_counts_upweight_examples():
+    counts = np.zeros((1, 10), dtype=np.int64)
+    counts[0, 3], counts[0, 5] = 3, 1
+    s = BatchStream(counts, [0], epochs=1, batch_size=4)
+    assert sorted(s[0]["idx"][0].tolist()) == [3, 3, 3, 5]
+
+
+def test_zip_stream_cycles_the_shorter_stream():
+    long = BatchStream(np.ones((1, 20), dtype=np.int64), [0], 1, 4)
+    short = BatchStream(np.ones((1, 4), dtype=np.int64), [1], 1, 4)
+    z = ZipStream(retain=long, forget=short)
+    assert len(z) == 5 and torch.equal(z[3]["forget"]["idx"], short[0]["idx"])
+
+
+def test_crop_flip_matches_manual_crop():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    aug = torch.tensor([[0, 8, 0], [4, 4, 1]])
+    out = crop_flip(x, aug)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    torch.testing.assert_close(out[0], padded[0, :, 0:32, 8:40])
+    torch.testing.assert_close(out[1], padded[1, :, 4:36, 4:36].flip(-1))
+
+
+def test_fleet_models_equal_models_trained_alone(tiny):
+    """A model's result depends on its key only, not on the models trained beside it."""
+    keys = [model_key(0, j) for j in range(3)]
+    together = train_ensemble(tiny, keys, device="cpu").predict(tiny.data.x_val)
+    alone = train_ensemble(tiny, keys[1:2], device="cpu").predict(tiny.data.x_val)
+    torch.testing.assert_close(together[1:2], alone, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(together[0], together[1], atol=1e-2)
