@@ -39,11 +39,12 @@ def model_key(seed: int, model_id: int) -> int:
 class BatchStream(Dataset):
     """Minibatch indices for K models at once: item t is step t of every model.
 
-    Model k's example multiset is ``counts[k]`` (0/1 for a subset, larger to up-weight). Each
-    epoch it draws its own permutation and augmentation from ``default_rng([keys[k], salt,
-    epoch])``. An epoch is ``ceil(max_k n_k / batch_size)`` steps; models with fewer
-    examples get zero-weight padding slots, so each model sees each of its examples
-    exactly ``counts`` times per epoch.
+    Model k's example multiset is ``counts[k]`` (0/1 for a subset, larger to up-weight);
+    ``counts`` may also be [epochs, K, n] to give each epoch its own multiset. Each epoch,
+    model k draws its own permutation and augmentation from ``default_rng([keys[k], salt,
+    epoch])``. An epoch is ``ceil(max n_k / batch_size)`` steps; models with fewer examples
+    get zero-weight padding slots, so each model sees each of its examples exactly
+    ``counts`` times per epoch.
     """
 
     def __init__(
@@ -56,9 +57,11 @@ class BatchStream(Dataset):
         salt: int = 0,
     ):
         counts = np.asarray(counts)
-        if counts.ndim != 2 or len(counts) != len(keys):
-            raise ValueError("counts must be [models, n] with one key per model")
-        sizes = counts.sum(1)
+        if counts.ndim == 2:
+            counts = np.broadcast_to(counts, (epochs, *counts.shape))
+        if counts.ndim != 3 or counts.shape[:2] != (epochs, len(keys)):
+            raise ValueError("counts must be [models, n] or [epochs, models, n], one key a model")
+        sizes = counts.sum(2)
         if (sizes == 0).any():
             raise ValueError("every model needs at least one example")
         k, b = len(keys), batch_size
@@ -67,13 +70,13 @@ class BatchStream(Dataset):
         self.idx = np.zeros((epochs, k, slots), dtype=np.int64)
         self.weight = np.zeros((epochs, k, slots), dtype=np.float32)
         self.aug = np.zeros((epochs, k, slots, 3), dtype=np.int64) if augment else None
-        items = [np.repeat(np.arange(counts.shape[1]), c) for c in counts]
+        n_items = np.arange(counts.shape[2])
         for e in range(epochs):
             for j, key in enumerate(keys):
                 rng = np.random.default_rng([key, salt, e])
-                n = len(items[j])
-                self.idx[e, j, :n] = rng.permutation(items[j])
-                self.weight[e, j, :n] = 1.0
+                items = np.repeat(n_items, counts[e, j])
+                self.idx[e, j, : len(items)] = rng.permutation(items)
+                self.weight[e, j, : len(items)] = 1.0
                 if augment:
                     self.aug[e, j, :, :2] = rng.integers(0, 2 * PAD + 1, size=(slots, 2))
                     self.aug[e, j, :, 2] = rng.integers(0, 2, size=slots)
