@@ -155,6 +155,7 @@ def val_accuracy(logits: torch.Tensor, task: Task) -> torch.Tensor:
 
 def get_method(name: str, **hparams: Any) -> Method:
     """Instantiate a registered method by name with the given hyperparameters."""
+    import dmm.baselines  # noqa: F401  (registers the baselines; lazy to avoid an import cycle)
     from dmm.errors import DmmError
 
     if name not in METHODS:

@@ -1,0 +1,55 @@
+"""Gradient Ascent (GA): maximise the cross-entropy on the forget set.
+
+Definition implemented (the "GA" / "NegGrad" baseline of Thudi et al. 2022 and of the
+DMM paper's benchmark, DESIGN.md section 7): starting from the original, run ``epochs``
+passes of minibatch SGD over each model's forget set on the loss ``-CE(f(x; θ), y)``.
+The published grid is SGD lr {1e-5, 1e-3, 1e-2} x epochs {1, 3, 5, 7, 10}, batch 64,
+no momentum or weight decay (the benchmark's optimiser took only a learning rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dmm.ensemble import Ensemble
+from dmm.unlearning.base import Method, Problem
+from dmm.unlearning.finetune import fit, stream
+
+from ._common import StepModule, examples, salt
+
+
+class _Ascent(StepModule):
+    def loss(self, batch: dict) -> torch.Tensor:
+        return -self.ce(batch)
+
+
+@dataclass
+class GradientAscent(Method):
+    """Gradient ascent on the forget set.
+
+    Args:
+        lr: learning rate.
+        epochs: passes over the forget set.
+        batch_size: forget examples per step and model.
+        optimizer: ``sgd`` or ``adam``.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay (coupled).
+    """
+
+    name = "ga"
+
+    lr: float = 1e-3
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def run(self, problem: Problem, ensemble: Ensemble) -> float:
+        data = stream(problem.forget, list(problem.keys), self.epochs, self.batch_size,
+                      salt("ga/forget"))
+        fit(_Ascent(ensemble, problem.task, self.optimizer, self.lr, self.momentum,
+                    self.weight_decay), data, problem.device)
+        return examples(data)
