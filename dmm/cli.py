@@ -14,6 +14,7 @@ from typing import Literal, NoReturn
 
 from jsonargparse import ArgumentParser
 
+from dmm.attribution import commands as attribution_commands
 from dmm.errors import DmmError
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -154,6 +155,10 @@ COMMANDS = {
     "tasks": (tasks_parser, run_tasks, "list the available tasks"),
     "train": (train_parser, run_train, "train one model and write a checkpoint"),
     "fleet": (fleet_parser, run_fleet, "train a fleet of models (originals, oracles, datamodels)"),
+    "attribute": (attribution_commands.attribute_parser, attribution_commands.run_attribute,
+                  "fit an attribution backend (datamodels or TRAK) and save it"),
+    "forget-sets": (attribution_commands.forget_sets_parser, attribution_commands.run_forget_sets,
+                    "write a task's forget sets (random, PC top-k, class-concentrated)"),
 }
 
 

@@ -1,0 +1,62 @@
+"""Attribution backends: predict the logits of a model retrained without a forget set.
+
+Every backend is a :class:`Predictor`: ``predict(original_logits, forget, points)``.
+
+* :func:`fit_datamodels`: regression datamodels (ridge or lasso) on a datamodel fleet,
+  per class logit, targets = all points; a :class:`LinearAttribution` whose ``predict``
+  is DM-Direct, h(x) = f(x; theta0) - s * sum_{i in F} beta_i(x).
+* :func:`fit_trak`: TRAK (``traker``) scores rescaled to logit units, same class.
+* :class:`OraclePredictor`: logits of real retrained models (oracle fleets).
+
+Artifacts: :func:`save_attribution` / :func:`load_attribution` (alias :func:`load`).
+Names are imported lazily, so that ``dmm`` CLI start-up does not load torch or traker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Predictor": "predictor",
+    "forget_masks": "predictor",
+    "LinearAttribution": "linear",
+    "OraclePredictor": "oracle",
+    "fit_datamodels": "datamodels",
+    "split_models": "datamodels",
+    "heldout_slope": "datamodels",
+    "ridge_fit": "ridge",
+    "ridge_path": "ridge",
+    "fista_lasso": "lasso",
+    "lasso_path": "lasso",
+    "fit_trak": "trak_scores",
+    "compute_trak_scores": "trak_scores",
+    "fit_units": "calibration",
+    "fit_scale_on_oracles": "calibration",
+    "attribution_lds": "quality",
+    "margin_lds": "quality",
+    "margin_matrix": "forget_suite",
+    "principal_projections": "forget_suite",
+    "build_forget_suite": "forget_suite",
+    "write_suite": "forget_suite",
+    "random_set": "forget_suite",
+    "top_k": "forget_suite",
+    "top_bottom_k": "forget_suite",
+    "class_set": "forget_suite",
+    "save_attribution": "store",
+    "load_attribution": "store",
+    "load": "store",
+    "read_manifest": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

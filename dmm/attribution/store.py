@@ -1,0 +1,89 @@
+"""Attribution artifacts on disk: one directory per fitted backend.
+
+::
+
+    manifest.json   format, task, training-set fingerprint, backend, solver, fleet,
+                    regularisation, scale s and how it was fitted, LDS, versions
+    intercept.npy   [points, classes] b(x)
+    mask_mean.npy   [n_train] the mask centre
+    coef.npy        [r, points, classes] float32 (read as a memmap: only needed rows load)
+    basis.npy       [n_train, r] when beta = basis @ coef (ridge)
+
+Written atomically (built in a temporary directory, renamed when complete); loading
+refuses an artifact made for another task or training set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmm.artifacts import atomic_dir, check_compatible, read_json, versions, write_json
+from dmm.attribution.linear import LinearAttribution
+from dmm.errors import DmmError
+from dmm.tasks import Task
+
+ATTRIBUTION_FORMAT = "dmm.attribution/1"
+
+
+def save_attribution(attr: LinearAttribution, path: str | Path, task: Task,
+                     overwrite: bool = False) -> Path:
+    """Write ``attr`` for ``task`` to the directory ``path`` (atomically)."""
+    path = Path(path)
+    if (attr.n_train, attr.n_points) != (task.data.n_train, task.data.n_train + task.data.n_val):
+        raise DmmError(f"attribution shape ({attr.n_train} train, {attr.n_points} points) does "
+                       f"not fit task {task.name!r}")
+    manifest = {
+        "format": ATTRIBUTION_FORMAT,
+        **task.identity(),
+        "n_points": attr.n_points,
+        "rank": attr.rank,
+        "factorised": attr.basis is not None,
+        "scale": attr.scale,
+        **attr.info,
+        "versions": versions(),
+    }
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        np.save(tmp / "intercept.npy", np.asarray(attr.intercept, dtype=np.float32))
+        np.save(tmp / "mask_mean.npy", np.asarray(attr.mask_mean, dtype=np.float32))
+        np.save(tmp / "coef.npy", np.asarray(attr.coef, dtype=np.float32))
+        if attr.basis is not None:
+            np.save(tmp / "basis.npy", np.asarray(attr.basis, dtype=np.float32))
+        write_json(tmp / "manifest.json", manifest)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of an attribution artifact (checking that it is one)."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise DmmError(f"{path} is not an attribution artifact (no manifest.json)")
+    manifest = read_json(path / "manifest.json")
+    if manifest.get("format") != ATTRIBUTION_FORMAT:
+        raise DmmError(f"{path} is not an attribution artifact (format "
+                       f"{manifest.get('format')!r})")
+    return manifest
+
+
+def load_attribution(path: str | Path, task: Task) -> LinearAttribution:
+    """Open an attribution artifact for ``task``; refuse one made for another task or
+    training set. coef is memory-mapped (read-only)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    check_compatible(manifest, task.name, task.fingerprint, f"attribution {path}")
+    basis = np.load(path / "basis.npy") if manifest.get("factorised") else None
+    skip = {"format", "task", "fingerprint", "n_train", "n_val", "n_classes", "model",
+            "n_points", "rank", "factorised", "scale", "versions"}
+    return LinearAttribution(
+        intercept=np.load(path / "intercept.npy"),
+        mask_mean=np.load(path / "mask_mean.npy"),
+        coef=np.load(path / "coef.npy", mmap_mode="r"),
+        basis=basis,
+        scale=float(manifest["scale"]),
+        info={k: v for k, v in manifest.items() if k not in skip},
+    )
+
+
+load = load_attribution
