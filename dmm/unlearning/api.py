@@ -1,0 +1,128 @@
+"""Unlearning in a few lines: one model or a fleet, and checkpoints with deletion history."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dmm.checkpoint import load_checkpoint, save_checkpoint
+from dmm.ensemble import Ensemble
+from dmm.errors import DmmError
+from dmm.forget_sets import validate_indices
+from dmm.tasks import Task
+from dmm.unlearning.base import Problem, Result
+from dmm.unlearning.configs import configured_method
+
+
+def unlearn(
+    models: Ensemble,
+    task: Task,
+    forget: Sequence[int] | np.ndarray,
+    method: str = "dmm",
+    predictor: Any = None,
+    oracle: Any = None,
+    keys: Sequence[int] | None = None,
+    forgotten: Sequence[int] = (),
+    device: str = "auto",
+    **hparams: Any,
+) -> Result:
+    """Unlearn ``forget`` (training indices) from every model of ``models``.
+
+    Args:
+        models: the original model(s) as an :class:`Ensemble` (one model: K = 1).
+        task: their task.
+        forget: indices to delete.
+        method: a registered method (``dmm``, ``dm-direct``, ``om``, or a baseline).
+        predictor: attribution backend for ``dmm`` / ``dm-direct``
+            (:func:`dmm.attribution.load`).
+        oracle: oracle backend for ``om`` (:class:`dmm.attribution.OraclePredictor`).
+        keys: per-model random keys (default 0..K-1).
+        forgotten: indices the models have already forgotten (earlier requests); they count
+            as neither trained on nor forgotten now.
+        hparams: overrides of the method's defaults from ``configs/methods/<method>.yaml``.
+    """
+    n = task.data.n_train
+    forget = validate_indices(np.asarray(forget), n)
+    done = np.zeros(n, dtype=bool)
+    if len(forgotten):
+        done[validate_indices(np.asarray(forgotten), n, "forgotten indices")] = True
+    again = done[forget]
+    if again.all():
+        raise DmmError("every requested index has already been forgotten by this model")
+    if again.any():
+        warnings.warn(f"{int(again.sum())} requested indices were already forgotten", stacklevel=2)
+    k = len(models)
+    mask = np.zeros((k, n), dtype=bool)
+    mask[:, forget[~again]] = True
+    problem = Problem(task, models, mask, np.broadcast_to(~done, (k, n)).copy(),
+                      list(range(k)) if keys is None else list(keys), device,
+                      context={"predictor": predictor, "oracle": oracle})
+    return configured_method(method, **hparams)(problem)
+
+
+def split_accuracy(logits: torch.Tensor, task: Task, forget: np.ndarray) -> dict[str, float]:
+    """Accuracy of one model's logits on all points, per split (forget / retain / val)."""
+    n = task.data.n_train
+    correct = (logits.argmax(-1) == task.data.y_all).float().numpy()
+    is_forget = np.zeros(n, dtype=bool)
+    is_forget[forget] = True
+    return {"forget": float(correct[:n][is_forget].mean()),
+            "retain": float(correct[:n][~is_forget].mean()),
+            "validation": float(correct[n:].mean())}
+
+
+def unlearn_checkpoint(checkpoint: str | Path, task: Task, forget: np.ndarray, out: str | Path,
+                       method: str = "dmm", predictor: Any = None, oracle: Any = None,
+                       device: str = "auto", overwrite: bool = False,
+                       **hparams: Any) -> dict[str, Any]:
+    """Unlearn a checkpoint and write the new checkpoint plus a ``.json`` report beside it.
+
+    The new checkpoint's ``forgotten`` is the union of the old one's and ``forget``, so a
+    later request on it removes the union. Returns the report.
+    """
+    from dmm.artifacts import write_json
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    report_path = out.with_suffix(".json")
+    if out.suffix == ".json":
+        raise DmmError(f"output {out} must not end in .json (the report goes to <out>.json)")
+    if out.resolve() == checkpoint.resolve() or report_path.resolve() == checkpoint.resolve():
+        raise DmmError("the output path must differ from the input checkpoint")
+    for p in (out, report_path):
+        if p.exists() and not overwrite:
+            raise DmmError(f"output {p} already exists (pass --overwrite to replace it)")
+    model, meta = load_checkpoint(checkpoint, task)
+    forgotten = meta.get("forgotten", [])
+    before = model.predict(task.data.x_all)[0]
+    result = unlearn(model, task, forget, method, predictor, oracle, keys=[meta.get("key", 0)],
+                     forgotten=forgotten, device=device, **hparams)
+    if result.ensemble is None or method == "dm-direct":
+        raise DmmError(f"method {method!r} predicts outputs and yields no model to save")
+    union = sorted(set(map(int, forgotten)) | set(map(int, forget)))
+    report = {
+        "method": result.method,
+        "hyperparameters": result.hparams,
+        "checkpoint": str(checkpoint),
+        "forget_request": [int(i) for i in forget],
+        "forgotten": union,
+        "seconds": result.seconds,
+        "examples_processed": result.examples,
+        "compute_fraction_of_retraining": result.compute_fraction,
+        "diverged": bool(result.diverged[0]),
+        "accuracy_before": split_accuracy(before, task, np.asarray(union)),
+        "accuracy_after": split_accuracy(result.logits[0], task, np.asarray(union)),
+    }
+    history = [*meta.get("history", []), {k: report[k] for k in (
+        "method", "hyperparameters", "forget_request", "compute_fraction_of_retraining")}]
+    keep = {k: v for k, v in meta.items() if k not in {
+        "format", "task", "fingerprint", "n_train", "n_val", "n_classes", "model",
+        "forgotten", "history"}}
+    save_checkpoint(out, task, result.ensemble.model_state(0), **{
+        **keep, "forgotten": union, "history": history})
+    write_json(report_path, report)
+    return report
