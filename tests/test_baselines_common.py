@@ -4,6 +4,7 @@ Do-nothing and divergence reporting. Tests of single methods live in the other
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
@@ -197,3 +198,27 @@ def test_a_diverging_method_is_reported_not_raised():
     problem = tiny_problem()
     r = B.GradientAscent(lr=1e8, epochs=3, batch_size=2)(problem)
     assert r.diverged.tolist() == [True, True]
+
+
+def test_methods_run_on_looped_ensembles_and_salun_still_freezes():
+    """Models with BatchNorm buffers are looped, not vectorised; every fine-tuning or
+    dampening baseline runs on them (Retrain rebuilds the task's own architecture)."""
+    problem = tiny_problem()
+    looped = Ensemble([nn.Sequential(nn.Linear(DIM, 4), nn.BatchNorm1d(4), nn.ReLU(),
+                                     nn.Linear(4, CLASSES)) for _ in range(2)])
+    assert not looped.vectorised
+    problem = Problem(problem.task, looped, problem.forget, problem.trained, problem.keys,
+                      device="cpu")
+    for name in ("ga", "gd", "neggrad_plus", "scrub", "random_labels", "l1_sparse", "ssd"):
+        r = get_method(name, epochs=1, batch_size=4) if name != "ssd" else get_method(name)
+        assert torch.isfinite(r(problem).logits).all(), name
+    salun = B.SalUn(gamma=0.3, lr=0.3, epochs=2, batch_size=4, weight_decay=0.5)
+    masks = salun.mask(problem, copy.deepcopy(looped))
+    assert [m.shape for m in masks] == [p.shape for p in looped.parameters()]
+    per_model_tensors, per_model_weights = 6, 16 + 8 + 15
+    for k in range(2):  # top-30% of each model's own weights
+        mine = masks[k * per_model_tensors:(k + 1) * per_model_tensors]
+        assert sum(int(m.sum()) for m in mine) == int(0.3 * per_model_weights)
+    r = salun(problem)
+    for m, b, a in zip(masks, looped.parameters(), r.ensemble.parameters(), strict=True):
+        assert torch.equal(a[~m], b.detach()[~m])
