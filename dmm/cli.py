@@ -93,7 +93,7 @@ def run_train(args) -> None:  # noqa: ANN001
         lg.finalize("success")
     save_checkpoint(out, task, ens.model_state(0), key=key, seed=args.seed,
                     recipe=vars(task.recipe), accuracy=acc, train_seconds=seconds,
-                    examples_processed=task.recipe.epochs * task.data.n_train)
+                    examples_processed=task.recipe.examples(task.data.n_train))
     print(f"train accuracy {acc['train']:.4f}  validation accuracy {acc['val']:.4f}  "
           f"({seconds:.1f} s)  wrote {out}")
 

@@ -43,7 +43,7 @@ from dmm.forget_sets import validate_indices
 from dmm.tasks import Task
 from dmm.training import model_key, train_ensemble
 
-FLEET_FORMAT = "dmm.fleet/1"
+FLEET_FORMAT = "dmm.fleet/2"  # 2: fixed step budget per model (dmm.recipe.Recipe.epochs)
 Kind = Literal["original", "oracle", "datamodel"]
 KINDS: tuple[str, ...] = ("original", "oracle", "datamodel")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +16,11 @@ class Recipe:
     """How a task's models are trained (DESIGN.md section 8).
 
     Args:
-        epochs: passes over each model's training subset.
+        epochs: the step budget, in passes over the full training set: every model takes
+            ``epochs x ceil(n_train / batch_size)`` steps, streaming through permutations
+            of its own subset, whatever the subset's size. A fixed budget keeps originals,
+            oracles and subset models on one schedule (the number of steps does not jump
+            with the subset size), and lets a fleet train in lockstep exactly.
         batch_size: examples per step and model.
         optimizer: ``sgd`` or ``adam``.
         lr: peak learning rate.
@@ -46,6 +51,14 @@ class Recipe:
             raise ValueError("epochs and batch_size must be positive")
         if self.lr <= 0:
             raise ValueError("lr must be positive")
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimiser steps per epoch for a task with ``n_train`` training examples."""
+        return math.ceil(n_train / self.batch_size)
+
+    def examples(self, n_train: int) -> int:
+        """Example gradients computed by one training run: the cost of one retraining."""
+        return self.epochs * self.steps_per_epoch(n_train) * self.batch_size
 
 
 def make_optimizer(

@@ -40,11 +40,17 @@ class BatchStream(Dataset):
     """Minibatch indices for K models at once: item t is step t of every model.
 
     Model k's example multiset is ``counts[k]`` (0/1 for a subset, larger to up-weight);
-    ``counts`` may also be [epochs, K, n] to give each epoch its own multiset. Each epoch,
-    model k draws its own permutation and augmentation from ``default_rng([keys[k], salt,
-    epoch])``. An epoch is ``ceil(max n_k / batch_size)`` steps; models with fewer examples
-    get zero-weight padding slots, so each model sees each of its examples exactly
-    ``counts`` times per epoch.
+    ``counts`` may also be [epochs, K, n] to give each epoch its own multiset. Model k draws
+    its own permutations (and augmentation) from ``default_rng([keys[k], salt, pass])``.
+
+    Two ways to count steps:
+
+    * ``steps_per_epoch=None`` (fine-tuning): an epoch is one pass over each model's
+      multiset, ``ceil(max_k n_k / batch_size)`` steps; models with fewer examples get
+      zero-weight padding slots, so each sees each of its examples exactly ``counts`` times.
+    * ``steps_per_epoch=T`` (training, a fixed step budget): every model takes T full
+      batches per epoch, streaming through successive permutations of its own subset; no
+      padding, so the K models train in lockstep exactly as they would one at a time.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class BatchStream(Dataset):
         batch_size: int,
         augment: bool = False,
         salt: int = 0,
+        steps_per_epoch: int | None = None,
     ):
         counts = np.asarray(counts)
         if counts.ndim == 2:
@@ -65,26 +72,42 @@ class BatchStream(Dataset):
         if (sizes == 0).any():
             raise ValueError("every model needs at least one example")
         k, b = len(keys), batch_size
-        self.steps_per_epoch = math.ceil(sizes.max() / b)
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch or math.ceil(sizes.max() / b)
         slots = self.steps_per_epoch * b
         self.idx = np.zeros((epochs, k, slots), dtype=np.int64)
         self.weight = np.zeros((epochs, k, slots), dtype=np.float32)
-        self.aug = np.zeros((epochs, k, slots, 3), dtype=np.int64) if augment else None
-        n_items = np.arange(counts.shape[2])
-        for e in range(epochs):
-            for j, key in enumerate(keys):
-                rng = np.random.default_rng([key, salt, e])
-                items = np.repeat(n_items, counts[e, j])
-                self.idx[e, j, : len(items)] = rng.permutation(items)
-                self.weight[e, j, : len(items)] = 1.0
-                if augment:
-                    self.aug[e, j, :, :2] = rng.integers(0, 2 * PAD + 1, size=(slots, 2))
-                    self.aug[e, j, :, 2] = rng.integers(0, 2, size=slots)
+        self.aug = None
+        if augment:
+            self.aug = np.zeros((epochs, k, slots, 3), dtype=np.int64)
+        items = np.arange(counts.shape[2])
+        for j, key in enumerate(keys):
+            if steps_per_epoch is None:
+                for e in range(epochs):
+                    self._fill(e, j, np.repeat(items, counts[e, j]), key, salt, e)
+            else:
+                multiset = np.repeat(items, counts[0, j])
+                passes = math.ceil(epochs * slots / len(multiset))
+                stream = np.concatenate([np.random.default_rng([key, salt, p]).permutation(
+                    multiset) for p in range(passes)])
+                for e in range(epochs):
+                    self._fill(e, j, stream[e * slots : (e + 1) * slots], key, salt, e,
+                               shuffle=False)
         self.idx = self.idx.reshape(epochs, k, self.steps_per_epoch, b)
         self.weight = self.weight.reshape(epochs, k, self.steps_per_epoch, b)
         if augment:
             self.aug = self.aug.reshape(epochs, k, self.steps_per_epoch, b, 3)
-        self.epochs = epochs
+
+    def _fill(self, e: int, j: int, items: np.ndarray, key: int, salt: int, epoch: int,
+              shuffle: bool = True) -> None:
+        rng = np.random.default_rng([key, salt, epoch])
+        self.idx[e, j, : len(items)] = rng.permutation(items) if shuffle else items
+        self.weight[e, j, : len(items)] = 1.0
+        if self.aug is not None:
+            slots = self.aug.shape[2]
+            aug_rng = np.random.default_rng([key, salt, epoch, 1])
+            self.aug[e, j, :, :2] = aug_rng.integers(0, 2 * PAD + 1, size=(slots, 2))
+            self.aug[e, j, :, 2] = aug_rng.integers(0, 2, size=slots)
 
     def __len__(self) -> int:
         return self.epochs * self.steps_per_epoch
@@ -242,6 +265,8 @@ def train_ensemble(
 ) -> Ensemble:
     """Train one model per key on its training subset (``masks`` [K, n_train], default all).
 
+    Every model takes the recipe's fixed step budget, ``epochs x ceil(n_train /
+    batch_size)`` steps, whatever its subset's size (see :class:`dmm.recipe.Recipe`).
     Returns the trained ensemble on the CPU. ``keys`` come from :func:`model_key`.
     """
     recipe = recipe or task.recipe
@@ -249,7 +274,8 @@ def train_ensemble(
     masks = np.ones((len(keys), n), dtype=bool) if masks is None else np.asarray(masks)
     ensemble = Ensemble([task.build_model(k) for k in keys])
     stream = BatchStream(masks.astype(np.int64), keys, recipe.epochs, recipe.batch_size,
-                         augment=recipe.augment == "crop_flip")
+                         augment=recipe.augment == "crop_flip",
+                         steps_per_epoch=recipe.steps_per_epoch(n))
     module = TrainModule(ensemble, task.data.x_train, task.data.y_train, recipe,
                          stream.steps_per_epoch)
     make_trainer(device, logger, progress, max_epochs=recipe.epochs).fit(module, stream.loader())

@@ -25,14 +25,12 @@ def plain_loop(task: Task, key: int) -> torch.nn.Module:
     r = task.recipe
     model = task.build_model(key)
     stream = BatchStream(np.ones((1, task.data.n_train), dtype=np.int64), [key], r.epochs,
-                         r.batch_size)
+                         r.batch_size, steps_per_epoch=r.steps_per_epoch(task.data.n_train))
     opt = make_optimizer(model.parameters(), r.optimizer, r.lr, r.momentum, r.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(r, stream.steps_per_epoch))
     x, y = task.data.x_train, task.data.y_train
     for t in range(len(stream)):
-        b = stream[t]
-        keep = b["weight"][0] > 0
-        idx = b["idx"][0][keep]
+        idx = stream[t]["idx"][0]
         loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=r.label_smoothing)
         opt.zero_grad()
         loss.backward()

@@ -9,6 +9,7 @@ import argparse
 import time
 
 import numpy as np
+
 from dmm.evals import klom
 
 

@@ -28,6 +28,20 @@ def test_each_model_sees_its_own_subset_once_per_epoch_in_its_own_order():
     assert torch.equal(a[1]["idx"][1], b[1]["idx"][0])
 
 
+def test_fixed_step_budget_streams_through_successive_permutations_of_each_subset():
+    rng = np.random.default_rng(1)
+    masks = rng.random((2, 30)) < 0.5
+    s = BatchStream(masks.astype(np.int64), keys=[7, 8], epochs=3, batch_size=4,
+                    steps_per_epoch=5)
+    assert len(s) == 15 and all((s[t]["weight"] == 1).all() for t in range(15))
+    for k in range(2):
+        stream = torch.cat([s[t]["idx"][k] for t in range(15)]).numpy()
+        m = int(masks[k].sum())
+        for p in range(len(stream) // m):  # every complete pass is one permutation
+            assert sorted(stream[p * m : (p + 1) * m]) == list(np.flatnonzero(masks[k]))
+        assert set(stream) <= set(np.flatnonzero(masks[k]))
+
+
 def test_counts_upweight_examples():
     counts = np.zeros((1, 10), dtype=np.int64)
     counts[0, 3], counts[0, 5] = 3, 1

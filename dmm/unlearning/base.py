@@ -84,7 +84,7 @@ class Result:
 
     ``logits`` are [K, points, classes] on all points (train, then validation);
     ``examples`` is the number of example gradient computations per model, and
-    ``compute_fraction`` divides it by one retraining's (recipe epochs x retain size).
+    ``compute_fraction`` divides it by one retraining's (:meth:`dmm.recipe.Recipe.examples`).
     """
 
     method: str
@@ -124,7 +124,7 @@ class Method(ABC):
         examples = self.run(problem, ensemble)
         logits = self.predict(problem, ensemble)
         seconds = time.perf_counter() - t0
-        retrain = problem.task.recipe.epochs * problem.retain.sum(1).mean()
+        retrain = problem.task.recipe.examples(problem.task.data.n_train)
         return Result(self.name, self.hparams(), ensemble, logits, seconds, float(examples),
                       float(examples / retrain), diverged(ensemble, logits, problem.task, before))
 
