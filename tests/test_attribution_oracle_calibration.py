@@ -87,3 +87,19 @@ def test_units_recover_planted_factor():
 def test_scale_needs_calibration_sets():
     with pytest.raises(DmmError, match="no calibration"):
         fit_scale_on_oracles(linear(), np.zeros((2, P, C)), [])
+
+
+def test_split_points_partition_all_points():
+    from dmm.attribution.quality import split_points
+
+    s = split_points(np.array([3, 1]), 6, 9)
+    assert s["forget"].tolist() == [3, 1] and s["retain"].tolist() == [0, 2, 4, 5]
+    assert s["validation"].tolist() == [6, 7, 8]
+
+
+def test_scale_from_fleets_checks_kinds():
+    from dmm.attribution.calibration import fit_scale_from_fleets
+
+    oracle = oracle_fleet([1], 3, 0.0)
+    with pytest.raises(DmmError, match="not an original fleet"):
+        fit_scale_from_fleets(linear(), oracle, [oracle])

@@ -130,3 +130,16 @@ def test_cli_refuses_fleet_of_another_training_set(digits, tmp_path, capsys):
               str(tmp_path / "out")])
     assert "another training set" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_update_scale_rewrites_only_the_manifest(digits, tiny, tmp_path):
+    from dmm.attribution.store import update_scale
+
+    path = save_attribution(small_attribution(digits), tmp_path / "dm", digits)
+    coef_before = (path / "coef.npy").read_bytes()
+    update_scale(path, digits, 0.55, {"method": "test"})
+    back = load_attribution(path, digits)
+    assert back.scale == 0.55 and back.info["scale_fit"] == {"method": "test"}
+    assert (path / "coef.npy").read_bytes() == coef_before
+    with pytest.raises(DmmError, match="not 'tiny'"):
+        update_scale(path, tiny, 1.0, {})

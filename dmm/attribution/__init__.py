@@ -33,6 +33,7 @@ _EXPORTS = {
     "compute_trak_scores": "trak_scores",
     "fit_units": "calibration",
     "fit_scale_on_oracles": "calibration",
+    "fit_scale_from_fleets": "calibration",
     "attribution_lds": "quality",
     "margin_lds": "quality",
     "margin_matrix": "forget_suite",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "load_attribution": "store",
     "load": "store",
     "read_manifest": "store",
+    "update_scale": "store",
 }
 
 __all__ = sorted(_EXPORTS)

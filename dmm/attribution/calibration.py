@@ -27,6 +27,10 @@ import torch
 from dmm.attribution.linear import LinearAttribution
 from dmm.attribution.predictor import as_tensor, forget_masks
 from dmm.errors import DmmError
+from dmm.fleet import Fleet
+
+ORACLE_SCALE_METHOD = ("least squares of actual (mean oracle - mean original) on predicted "
+                       "(-sum_F beta) class-centred logit shifts, pooled over calibration sets")
 
 
 def class_centred(z: torch.Tensor) -> torch.Tensor:
@@ -91,3 +95,20 @@ def fit_scale_on_oracles(attr: LinearAttribution, original_logits: Any,
     if den <= 0:
         raise DmmError("cannot fit a scale: the predicted shifts are all zero")
     return num / den, per_set
+
+
+def fit_scale_from_fleets(attr: LinearAttribution, originals: Fleet, oracles: Sequence[Fleet]
+                          ) -> tuple[float, dict[str, Any]]:
+    """:func:`fit_scale_on_oracles` from an original fleet and calibration oracle fleets
+    (each oracle fleet's manifest names its forget set); returns s and a description."""
+    if originals.manifest.get("kind") != "original":
+        raise DmmError(f"calibration originals {originals.path} is not an original fleet")
+    for f in oracles:
+        if f.manifest.get("kind") != "oracle":
+            raise DmmError(f"calibration fleet {f.path} is not an oracle fleet")
+    s, per_set = fit_scale_on_oracles(attr, originals.logits, [(f.forget, f.logits)
+                                                               for f in oracles])
+    for entry, f in zip(per_set, oracles, strict=True):
+        entry["oracles"] = str(f.path)
+    return s, {"method": ORACLE_SCALE_METHOD, "originals": str(originals.path),
+               "per_set": per_set}

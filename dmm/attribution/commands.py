@@ -62,7 +62,7 @@ def attribute_parser() -> Parser:
 
 
 def run_attribute(args) -> None:  # noqa: ANN001
-    from dmm.attribution.calibration import fit_scale_on_oracles
+    from dmm.attribution.calibration import fit_scale_from_fleets
     from dmm.attribution.quality import attribution_lds
     from dmm.attribution.store import save_attribution
     from dmm.fleet import load_fleet
@@ -87,11 +87,10 @@ def run_attribute(args) -> None:  # noqa: ANN001
     originals = load_fleet(args.calibration_originals, task) if args.calibration_originals \
         else None
     oracles = [load_fleet(p, task) for p in args.calibration_oracles]
-    for f in oracles:
-        if f.manifest["kind"] != "oracle":
-            raise DmmError(f"calibration fleet {f.path} is not an oracle fleet")
-    if originals is not None and originals.manifest["kind"] != "original":
-        raise DmmError(f"calibration originals {originals.path} is not an original fleet")
+    if any(f.manifest["kind"] != "oracle" for f in oracles) or (
+            originals is not None and originals.manifest["kind"] != "original"):
+        raise DmmError("--calibration_originals must be an original fleet and "
+                       "--calibration_oracles oracle fleets")
     lds_fleet = load_fleet(args.lds_fleet, task) if args.lds_fleet else None
     if lds_fleet is not None and lds_fleet.manifest["kind"] != "datamodel":
         raise DmmError(f"--lds_fleet {lds_fleet.path} is not a datamodel fleet")
@@ -116,13 +115,7 @@ def run_attribute(args) -> None:  # noqa: ANN001
     fit_seconds = time.perf_counter() - t0
 
     if originals is not None:
-        calib = [(f.forget, f.logits) for f in oracles]
-        attr.scale, per_set = fit_scale_on_oracles(attr, originals.logits, calib)
-        attr.info["scale_fit"] = {
-            "method": "least squares of actual (mean oracle - mean original) on predicted "
-                      "(-sum_F beta) class-centred logit shifts, pooled over calibration sets",
-            "originals": str(originals.path), "oracles": [str(f.path) for f in oracles],
-            "per_set": per_set}
+        attr.scale, attr.info["scale_fit"] = fit_scale_from_fleets(attr, originals, oracles)
     else:
         slope = attr.info.get("heldout_slope", 1.0)
         attr.scale = float(slope)

@@ -24,7 +24,10 @@ def as_tensor(x: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A CPU tensor of ``dtype`` from a tensor, numpy array (memmaps included) or list."""
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", dtype)
-    return torch.as_tensor(np.asarray(x), dtype=dtype)
+    arr = np.asarray(x)
+    if not arr.flags.writeable:  # memmaps: torch wants writable memory
+        arr = arr.copy()
+    return torch.as_tensor(arr, dtype=dtype)
 
 
 def forget_masks(forget: Any, k: int, n_train: int) -> torch.Tensor:

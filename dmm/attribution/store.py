@@ -86,4 +86,14 @@ def load_attribution(path: str | Path, task: Task) -> LinearAttribution:
     )
 
 
+def update_scale(path: str | Path, task: Task, scale: float, scale_fit: dict[str, Any]) -> None:
+    """Record a newly fitted DM-Direct scale s (and how it was fitted) in an artifact's
+    manifest; the weights are untouched."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    check_compatible(manifest, task.name, task.fingerprint, f"attribution {path}")
+    write_json(path / "manifest.json", {**manifest, "scale": float(scale),
+                                        "scale_fit": scale_fit})
+
+
 load = load_attribution

@@ -10,8 +10,8 @@ scoring class c (one TRAK scoring experiment per class). One TRAK run per class 
 redo the identical featurisation C times for the same result.
 
 CPU settings: ``device="cpu"`` as a string, ``use_half_precision=False``, a fresh
-temporary ``save_dir`` for each call, the ``BasicProjector`` with a normal projection
-(one block, generated once per model; no fast_jl), ``proj_dim`` below n_train and
+temporary ``save_dir`` for each call, traker's ``BasicProjector`` with a normal
+projection (:class:`SingleBlockProjector`; no fast_jl), ``proj_dim`` below n_train and
 ``lambda_reg > 0``. Scores are not in logit units: see :func:`fit_trak`.
 """
 
@@ -62,6 +62,20 @@ class LogitModelOutput(AbstractModelOutput):
         return (1 - p).detach().unsqueeze(-1)
 
 
+class SingleBlockProjector(BasicProjector):
+    """traker's BasicProjector with its normal matrix generated in one block, once per
+    model. ``finalize_features`` frees the projector's memory, after which a single-block
+    BasicProjector never regenerates its matrix for the same model id; the matrix is
+    small (parameters x proj_dim), so it is kept instead."""
+
+    def __init__(self, grad_dim: int, proj_dim: int, seed: int, device: str):
+        super().__init__(grad_dim, proj_dim, seed, ProjectionType.normal, device=device,
+                         block_size=proj_dim, dtype=torch.float32)
+
+    def free_memory(self) -> None:
+        """Keep the matrix (see the class docstring)."""
+
+
 def compute_trak_scores(task: Task, states: Sequence[dict[str, torch.Tensor]],
                         proj_dim: int = 512, lambda_reg: float = 1e-2, batch_size: int = 512,
                         seed: int = 0, device: str = "cpu") -> np.ndarray:
@@ -79,10 +93,9 @@ def compute_trak_scores(task: Task, states: Sequence[dict[str, torch.Tensor]],
     output = LogitModelOutput()
     scores = np.zeros((n_train, len(y_all), task.data.n_classes), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="dmm-trak-") as save_dir:
-        projector = BasicProjector(n_params, proj_dim, seed, ProjectionType.normal,
-                                   device=device, block_size=proj_dim, dtype=torch.float32)
+        projector = SingleBlockProjector(n_params, proj_dim, seed, device)
         traker = TRAKer(model=model, task=output, train_set_size=n_train, save_dir=save_dir,
-                        load_from_save_dir=False, device=device, projector=projector,
+                        device=device, projector=projector,
                         use_half_precision=False, lambda_reg=lambda_reg,
                         logging_level=logging.ERROR)
         for model_id, state in enumerate(states):
