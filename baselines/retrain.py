@@ -2,8 +2,10 @@
 
 Definition implemented: each model is retrained on its retain set with the task's recipe
 and a fresh key derived from its own (new initialisation, data order and augmentation),
-for ``round(fraction · epochs)`` epochs (at least 1). A reduced budget keeps the
-schedule's shape: a triangular schedule's peak moves to the same fraction of the run.
+for ``round(fraction · epochs)`` epochs (at least 1) of the recipe's fixed step budget
+(:class:`dmm.recipe.Recipe`), so its cost is that fraction of one retraining. A reduced
+budget keeps the schedule's shape: a triangular schedule's peak moves to the same
+fraction of the run.
 """
 
 from __future__ import annotations
@@ -45,4 +47,4 @@ class Retrain(Method):
         keys = [model_key(k, salt("retrain")) for k in problem.keys]
         fresh = train_ensemble(problem.task, keys, problem.retain, recipe, problem.device)
         ensemble.load_state_dict(fresh.state_dict())
-        return float(recipe.epochs * problem.retain.sum(1).mean())
+        return float(recipe.examples(problem.task.data.n_train))

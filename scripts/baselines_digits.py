@@ -150,9 +150,9 @@ def main() -> None:
         splits = {"forget": forget, "retain": np.setdiff1d(np.arange(n), forget),
                   "validation": np.arange(n, len(labels))}
         floor = klom_summary(klom(oracle_m, margins(np.asarray(oracle2.logits), labels)), splits)
+        oracle2_acc = val_accuracy(torch.tensor(np.asarray(oracle2.logits)), task)
         floor_row = {"point": {}, "klom": floor, "compute_fraction": 1.0,
-                     "val_accuracy": float(val_accuracy(torch.from_numpy(
-                         np.asarray(oracle2.logits)), task).mean())}
+                     "val_accuracy": float(oracle2_acc.mean())}
         problem = Problem.single(task, ensemble, forget, keys=originals.keys, device="cpu")
         lines = [fmt(floor_row, "noise floor", "-")]
         for name in args.methods:
