@@ -10,6 +10,22 @@ Every backend is a :class:`Predictor`: ``predict(original_logits, forget, points
 
 Artifacts: :func:`save_attribution` / :func:`load_attribution` (alias :func:`load`).
 Names are imported lazily, so that ``dmm`` CLI start-up does not load torch or traker.
+
+Memory (n training examples, P points, C classes, m fleet models, K originals, |F| the
+forget set). beta is never expanded to [n, P, C] to predict:
+
+* ridge keeps beta = V A, V [n, r], A [r, P, C], r = min(m, n) (the dual form when
+  m < n); a prediction costs K x r + r x P x C reads and K x P x C output.
+* lasso and TRAK keep beta itself as a float32 memmap [n, P, C] on disk; a prediction
+  reads only the |F| rows of the forgotten examples (|F| x P x C in memory).
+* fitting: the fleet's masks and logits (m x n + m x P x C), the SVD (ridge) or the Gram
+  matrix n x n plus about five n x block work matrices (lasso, ``block`` outputs at a
+  time); TRAK holds proj_dim-sized features per model and one [n, P] score block.
+
+The DM-Direct scale s (DESIGN.md section 4) is fitted by least squares of actual on
+predicted class-centred logit shifts on calibration forget sets with real oracles, never
+the evaluated set (:func:`fit_scale_on_oracles`); without calibration oracles it is the
+slope on held-out datamodel-fleet models. It is stored in the artifact's manifest.
 """
 
 from __future__ import annotations

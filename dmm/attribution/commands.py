@@ -41,7 +41,8 @@ def attribute_parser() -> Parser:
                    help="datamodels: lasso (FISTA) or ridge (closed form)")
     p.add_argument("--holdout", type=float, default=0.1,
                    help="datamodels: share of fleet models that choose the regularisation")
-    p.add_argument("--split_seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the held-out split (datamodels) or of the projection (trak)")
     p.add_argument("--ratios", type=list[float] | None, default=None,
                    help="regularisation path: lasso lambda/lambda_max, ridge lambda/(m var)")
     p.add_argument("--max_iter", type=int, default=300, help="lasso: iterations per path point")
@@ -50,7 +51,7 @@ def attribute_parser() -> Parser:
     p.add_argument("--models", type=int | None, default=None,
                    help="trak: number of ensemble models (default: all of --fleet)")
     p.add_argument("--proj_dim", type=int, default=512, help="trak: projection dimension")
-    p.add_argument("--lambda_reg", type=float, default=1e-2, help="trak: ridge on Phi^T Phi")
+    p.add_argument("--lambda_reg", type=float, default=10.0, help="trak: ridge on Phi^T Phi")
     p.add_argument("--calibration_originals", type=Path | None, default=None,
                    help="original fleet for the DM-Direct scale s (with --calibration_oracles)")
     p.add_argument("--calibration_oracles", type=list[Path], default=[],
@@ -99,7 +100,7 @@ def run_attribute(args) -> None:  # noqa: ANN001
     if args.backend == "datamodels":
         from dmm.attribution.datamodels import fit_datamodels
 
-        attr = fit_datamodels(fleet, args.solver, args.holdout, args.split_seed,
+        attr = fit_datamodels(fleet, args.solver, args.holdout, args.seed,
                               tuple(args.ratios) if args.ratios else None, device,
                               max_iter=args.max_iter)
     else:
@@ -111,7 +112,7 @@ def run_attribute(args) -> None:  # noqa: ANN001
         if dm_fleet.manifest["kind"] != "datamodel":
             raise DmmError(f"--datamodel_fleet {dm_fleet.path} is not a datamodel fleet")
         attr = fit_trak(task, fleet, dm_fleet, args.models, args.proj_dim, args.lambda_reg,
-                        args.split_seed, device)
+                        args.seed, device)
     fit_seconds = time.perf_counter() - t0
 
     if originals is not None:
@@ -132,8 +133,6 @@ def run_attribute(args) -> None:  # noqa: ANN001
             "train": attribution_lds(attr, lds_fleet.masks, lds_fleet.logits, labels,
                                      range(n_train)),
             "on": str(lds_fleet.path), "models": len(lds_fleet)}
-    else:
-        attr.info["lds"] = {**attr.info["heldout_lds"], "on": "held-out models of the fleet"}
     attr.info["fit_seconds"] = fit_seconds
     save_attribution(attr, args.out, task, overwrite=args.overwrite)
     lds = attr.info["lds"]["validation"]

@@ -118,6 +118,8 @@ def fit_datamodels(
         },
         "heldout_slope": heldout_slope(sel.val_pred, y_val),
     }
+    info["lds"] = {**info["heldout_lds"], "on": f"{len(val_idx)} held-out models of the "
+                   "fitting fleet (they chose the regularisation)"}
     return LinearAttribution(
         intercept=y_all_mean.reshape(n_points, n_classes).numpy(),
         mask_mean=x_all_mean.numpy(),

@@ -21,9 +21,12 @@ def ensure_fleet(task: Task, path: Path, kind: str, models: int, seed: int,
     """Load the fleet at ``path``, training it first if it does not exist."""
     if (path / "manifest.json").is_file():
         fleet = load_fleet(path, task)
-        if len(fleet) < models or fleet.manifest["kind"] != kind:
-            raise ValueError(f"{path} holds {len(fleet)} {fleet.manifest['kind']} models, "
-                             f"not {models} {kind} models")
+        same_forget = (forget is None) == (fleet.forget is None) and (
+            forget is None or np.array_equal(np.sort(forget), np.sort(fleet.forget)))
+        if len(fleet) < models or fleet.manifest["kind"] != kind or not same_forget:
+            raise ValueError(f"{path} holds {len(fleet)} {fleet.manifest['kind']} models "
+                             f"for another request than {models} {kind} models"
+                             + ("" if same_forget else " (another forget set)"))
         return fleet
     log(f"training {models} {kind} models -> {path}")
     t0 = time.perf_counter()

@@ -77,7 +77,7 @@ class SingleBlockProjector(BasicProjector):
 
 
 def compute_trak_scores(task: Task, states: Sequence[dict[str, torch.Tensor]],
-                        proj_dim: int = 512, lambda_reg: float = 1e-2, batch_size: int = 512,
+                        proj_dim: int = 512, lambda_reg: float = 10.0, batch_size: int = 512,
                         seed: int = 0, device: str = "cpu") -> np.ndarray:
     """Raw TRAK scores [n_train, points, classes] of every class logit at every point,
     averaged over the models whose ``states`` (state dicts) are given."""
@@ -130,25 +130,30 @@ def fleet_states(task: Task, fleet: Fleet, models: int | None = None) -> list[di
 
 
 def fit_trak(task: Task, ensemble: Fleet, datamodel_fleet: Fleet, models: int | None = None,
-             proj_dim: int = 512, lambda_reg: float = 1e-2, seed: int = 0,
-             device: str = "cpu") -> LinearAttribution:
+             proj_dim: int = 512, lambda_reg: float = 10.0, seed: int = 0,
+             device: str = "cpu", units_models: int = 1000, lds_models: int = 500
+             ) -> LinearAttribution:
     """TRAK attribution in logit units, usable wherever regression datamodels are.
 
     Scores come from the ``ensemble`` fleet's models (weights kept, e.g. originals). The
-    units factor a (beta = a * tau), the intercept b(x) and the mask centre come from
-    the ``datamodel_fleet`` (random-half subset models): a is the least-squares slope of
-    their centred logits on TRAK's centred predictions (see :func:`fit_units`).
+    intercept b(x) and the mask centre come from the ``datamodel_fleet`` (random-half
+    subset models); the units factor a (beta = a * tau) is the least-squares slope of the
+    centred logits of its first ``units_models`` models on TRAK's centred predictions
+    (:func:`fit_units`), and the LDS recorded in ``info`` is measured on up to
+    ``lds_models`` of its other models.
     """
     states = fleet_states(task, ensemble, models)
     raw = compute_trak_scores(task, states, proj_dim, lambda_reg, seed=seed, device=device)
     masks = np.asarray(datamodel_fleet.masks)
     logits = datamodel_fleet.logits
+    n_units = min(units_models, len(masks) // 2)
     unit = LinearAttribution(np.asarray(logits, dtype=np.float32).mean(0),
                              masks.mean(0).astype(np.float32), raw)
-    a = fit_units(unit, masks, logits)
+    a = fit_units(unit, masks[:n_units], logits[:n_units])
     attr = unit.rescaled(a)
     n_train = task.data.n_train
     labels = np.asarray(datamodel_fleet.labels)
+    held = slice(n_units, n_units + lds_models)
     attr.info = {
         "backend": "trak",
         "solver": "traker",
@@ -158,12 +163,15 @@ def fit_trak(task: Task, ensemble: Fleet, datamodel_fleet: Fleet, models: int | 
                   "seed": datamodel_fleet.manifest["seed"]},
         "regularisation": {"proj_dim": proj_dim, "lambda_reg": lambda_reg,
                            "projector": "BasicProjector normal", "seed": seed},
-        "units": {"factor": a, "fit": "least squares of centred datamodel-fleet logits on "
-                  "TRAK's centred predictions, class-centred"},
-        "heldout_lds": {
-            "validation": attribution_lds(attr, masks, logits, labels,
+        "units": {"factor": a, "models": n_units,
+                  "fit": "least squares of centred datamodel-fleet logits on TRAK's centred "
+                         "predictions, class-centred"},
+        "lds": {
+            "validation": attribution_lds(attr, masks[held], logits[held], labels,
                                           np.arange(n_train, attr.n_points)),
-            "train": attribution_lds(attr, masks, logits, labels, np.arange(n_train)),
-        },
+            "train": attribution_lds(attr, masks[held], logits[held], labels,
+                                     np.arange(n_train)),
+            "on": f"models {held.start}..{min(held.stop, len(masks))} of the datamodel fleet "
+                  "(not used for the units)"},
     }
     return attr
