@@ -148,6 +148,7 @@ def train_fleet(
     save_weights: bool | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    reuse: bool = False,
     progress: bool = True,
 ) -> Fleet:
     """Train (or resume) a fleet and store every model's logits on all points.
@@ -163,6 +164,8 @@ def train_fleet(
         dtype: storage type of the logits.
         save_weights: keep model weights (default: yes for originals and oracles).
         overwrite: replace an existing store at ``out`` (only once the new one is done).
+        reuse: if ``out`` holds a complete fleet with exactly these settings, return it
+            (a cache); one with other settings is refused.
     """
     out = Path(out)
     if models < 1:
@@ -175,7 +178,7 @@ def train_fleet(
         raise DmmError("an oracle fleet needs a forget set (--forget), and only an oracle fleet")
     if forget is not None:
         forget = validate_indices(forget, task.data.n_train)
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite and not reuse:
         raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
     if save_weights is None:
         save_weights = kind != "datamodel"
@@ -195,6 +198,11 @@ def train_fleet(
         "recipe": vars(task.recipe).copy(),
         "n_points": n_points,
     }
+    if out.exists() and reuse and not overwrite:
+        fleet = load_fleet(out, task)
+        if {k: fleet.manifest.get(k) for k in manifest} != manifest:
+            raise DmmError(f"{out} holds a fleet with other settings than requested")
+        return fleet
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         old = read_json(partial / "manifest.json") if (partial / "manifest.json").exists() else {}

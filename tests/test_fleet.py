@@ -41,7 +41,11 @@ def test_fleet_store_and_load(tiny, tmp_path):
     with pytest.raises(DmmError, match="kept no weights"):
         f.ensemble(tiny)
     with pytest.raises(DmmError, match="already exists"):
-        train_fleet(tiny, "datamodel", 5, out, device="cpu", progress=False)
+        train_fleet(tiny, "datamodel", 5, out, shard_size=2, device="cpu", progress=False)
+    again = train_fleet(tiny, "datamodel", 5, out, shard_size=2, reuse=True, progress=False)
+    assert np.array_equal(np.asarray(again.logits), np.asarray(f.logits))
+    with pytest.raises(DmmError, match="other settings"):
+        train_fleet(tiny, "datamodel", 5, out, seed=9, shard_size=2, reuse=True, progress=False)
 
 
 def test_fleet_weights_reload_to_same_logits(tiny, tmp_path):
