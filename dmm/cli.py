@@ -16,6 +16,7 @@ from jsonargparse import ArgumentParser
 
 from dmm.attribution import commands as attribution_commands
 from dmm.errors import DmmError
+from dmm.evals import commands as eval_commands
 
 Device = Literal["auto", "cpu", "cuda"]
 WandbMode = Literal["offline", "online", "disabled"]
@@ -232,6 +233,8 @@ COMMANDS = {
                   "fit an attribution backend (datamodels or TRAK) and save it"),
     "forget-sets": (attribution_commands.forget_sets_parser, attribution_commands.run_forget_sets,
                     "write a task's forget sets (random, PC top-k, class-concentrated)"),
+    "eval": (eval_commands.eval_parser, eval_commands.run_eval,
+             "evaluate unlearned models against oracles (KLoM, accuracy, MIA) as a report"),
 }
 
 
