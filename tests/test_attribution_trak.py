@@ -48,3 +48,30 @@ def test_trak_arguments_are_checked(tiny):
         trak_scores.compute_trak_scores(tiny, [state], proj_dim=5000)
     with pytest.raises(DmmError, match="lambda_reg"):
         trak_scores.compute_trak_scores(tiny, [state], proj_dim=16, lambda_reg=0.0)
+
+
+def test_cli_attribute_trak(tiny, tmp_path, capsys):
+    import json
+
+    from dmm.attribution.store import load_attribution
+    from dmm.cli import main
+    from dmm.fleet import train_fleet
+    from tests.conftest import TINY
+    from tests.test_attribution_store import synthetic_fleet
+
+    train_fleet(tiny, "original", 2, tmp_path / "orig", device="cpu", progress=False)
+    synthetic_fleet(tiny, tmp_path / "dm", models=30)
+    out = tmp_path / "trak"
+    main(["attribute", "--task", str(TINY), "--backend", "trak", "--fleet",
+          str(tmp_path / "orig"), "--datamodel_fleet", str(tmp_path / "dm"), "--proj_dim",
+          "32", "--out", str(out), "--device", "cpu"])
+    assert "trak (traker)" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "trak" and manifest["ensemble"]["models"] == 2
+    assert manifest["regularisation"]["proj_dim"] == 32 and manifest["units"]["factor"] != 0
+    attr = load_attribution(out, tiny)
+    assert attr.basis is None and attr.coef.shape == (1437, 1797, 10)
+    with pytest.raises(SystemExit):
+        main(["attribute", "--task", str(TINY), "--backend", "trak", "--fleet",
+              str(tmp_path / "dm"), "--out", str(tmp_path / "bad")])
+    assert "kept no weights" in capsys.readouterr().err and not (tmp_path / "bad").exists()
