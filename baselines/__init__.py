@@ -1,7 +1,7 @@
 """Baseline unlearning algorithms, one module each, on the interface of
 :mod:`dmm.unlearning.base`. Importing this package registers them all by name:
-``ga``, ``gd``, ``neggrad_plus``, ``scrub``, ``random_labels``, ``salun``, ``l1_sparse``,
-``ssd``, ``retrain``, ``do_nothing``. Hyperparameters and grids: ``configs/methods``.
+``ga``, ``gd``, ``neggrad-plus``, ``scrub``, ``random-labels``, ``salun``, ``l1-sparse``,
+``ssd``, ``retrain``, ``do-nothing``. Hyperparameters and grids: ``configs/methods``.
 """
 
 from .do_nothing import DoNothing

@@ -12,7 +12,7 @@ from dmm.unlearning.base import Method, Problem
 class DoNothing(Method):
     """Return the originals as they are."""
 
-    name = "do_nothing"
+    name = "do-nothing"
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         return 0.0

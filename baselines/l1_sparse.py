@@ -53,7 +53,7 @@ class L1Sparse(Method):
         weight_decay: L2 weight decay (coupled).
     """
 
-    name = "l1_sparse"
+    name = "l1-sparse"
 
     gamma: float = 1e-4
     lr: float = 1e-2
@@ -65,7 +65,7 @@ class L1Sparse(Method):
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         data = stream(problem.retain, list(problem.keys), self.epochs, self.batch_size,
-                      salt("l1_sparse/retain"))
+                      salt("l1-sparse/retain"))
         fit(_L1Sparse(ensemble, problem.task, self.gamma, self.epochs, optimizer=self.optimizer,
                       lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay),
             data, problem.device)

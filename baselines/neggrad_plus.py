@@ -48,7 +48,7 @@ class NegGradPlus(Method):
         weight_decay: L2 weight decay (coupled).
     """
 
-    name = "neggrad_plus"
+    name = "neggrad-plus"
 
     alpha: float = 0.99
     lr: float = 1e-2
@@ -62,9 +62,9 @@ class NegGradPlus(Method):
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         keys = list(problem.keys)
         retain = stream(problem.retain, keys, self.epochs, self.batch_size,
-                        salt("neggrad_plus/retain"))
+                        salt("neggrad-plus/retain"))
         forget = cycling(problem.forget, keys, len(retain), self.forget_batch_size,
-                         "neggrad_plus/forget")
+                         "neggrad-plus/forget")
         data = ZipStream(retain=retain, forget=forget)
         fit(_NegGradPlus(ensemble, problem.task, self.alpha, optimizer=self.optimizer,
                          lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay),

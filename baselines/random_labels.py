@@ -25,7 +25,7 @@ from ._common import StepModule, examples, salt
 
 
 def random_wrong_labels(y: torch.Tensor, forget: np.ndarray, keys: Sequence[int], epochs: int,
-                        n_classes: int, name: str = "random_labels/labels") -> torch.Tensor:
+                        n_classes: int, name: str = "random-labels/labels") -> torch.Tensor:
     """Training labels per epoch and model, [epochs, K, n]: true labels, except that each
     model's forget examples get a label drawn uniformly from the other ``n_classes - 1``
     classes, independently per epoch (from ``default_rng([key, salt(name), epoch])``)."""
@@ -77,7 +77,7 @@ class RandomLabels(Method):
         weight_decay: L2 weight decay (coupled).
     """
 
-    name = "random_labels"
+    name = "random-labels"
 
     lr: float = 1e-2
     epochs: int = 5

@@ -35,19 +35,19 @@ from dmm.unlearning import Problem
 from dmm.unlearning.base import val_accuracy
 from dmm.unlearning.configs import configured_method, grid_points, method_config
 
-METHODS = ["do_nothing", "ga", "gd", "neggrad_plus", "scrub", "random_labels", "salun",
-           "l1_sparse", "ssd", "retrain"]
+METHODS = ["do-nothing", "ga", "gd", "neggrad-plus", "scrub", "random-labels", "salun",
+           "l1-sparse", "ssd", "retrain"]
 
 # Reduced grids for 2 CPU cores: each value is in the shipped grid of configs/methods.
 QUICK: dict[str, dict[str, list[Any]]] = {
-    "do_nothing": {},
+    "do-nothing": {},
     "ga": {"lr": [1e-5, 1e-3, 1e-2], "epochs": [1, 3, 5, 7, 10]},  # the published grid
     "gd": {"lr": [1e-3, 1e-2], "epochs": [1, 3, 5]},
-    "neggrad_plus": {"alpha": [0.95, 0.99], "lr": [1e-2], "epochs": [1, 3]},
+    "neggrad-plus": {"alpha": [0.95, 0.99], "lr": [1e-2], "epochs": [1, 3]},
     "scrub": {"forget_batch_size": [32], "msteps": [3], "lr": [5e-3, 5e-4], "epochs": [5]},
-    "random_labels": {"lr": [1e-3, 1e-2], "epochs": [1, 3]},
+    "random-labels": {"lr": [1e-3, 1e-2], "epochs": [1, 3]},
     "salun": {"gamma": [0.5], "lr": [1e-3, 1.3e-2], "epochs": [1, 5]},
-    "l1_sparse": {"gamma": [1e-4, 5e-4], "lr": [1e-2], "epochs": [3]},
+    "l1-sparse": {"gamma": [1e-4, 5e-4], "lr": [1e-2], "epochs": [3]},
     "ssd": {"alpha": [1.0, 10.0, 100.0], "lam": [0.1, 1.0]},
     "retrain": {"fraction": [0.1, 0.25, 0.5, 1.0]},
 }

@@ -142,7 +142,7 @@ def main() -> None:
             continue
         print(f"{row[0]:12s} {row[1]:14s} " + " ".join(f"{v:7.3f}" for v in row[2:]))
 
-    ulira = {method: ulira_row(task, args.runs, method) for method in ("do_nothing", "retrain")}
+    ulira = {method: ulira_row(task, args.runs, method) for method in ("do-nothing", "retrain")}
     print(f"\nU-LiRA on digits: {ULIRA['models']} shadow models on random halves "
           f"({ULIRA['n_targets']} held out as targets), {ULIRA['forget_size']} forgotten "
           f"per model from a pool of {4 * ULIRA['forget_size']}")

@@ -25,8 +25,8 @@ from dmm.unlearning import METHODS, Problem, get_method
 from dmm.unlearning.configs import configured_method, grid_points, method_config
 from dmm.unlearning.finetune import stream
 
-BASELINES = ["ga", "gd", "neggrad_plus", "scrub", "random_labels", "salun", "l1_sparse", "ssd",
-             "retrain", "do_nothing"]
+BASELINES = ["ga", "gd", "neggrad-plus", "scrub", "random-labels", "salun", "l1-sparse", "ssd",
+             "retrain", "do-nothing"]
 N_TRAIN, DIM, CLASSES = 12, 3, 3
 FORGET = [[0, 1, 2], [3, 4, 5, 6]]  # model 0 and model 1 forget different sets
 
@@ -209,7 +209,7 @@ def test_methods_run_on_looped_ensembles_and_salun_still_freezes():
     assert not looped.vectorised
     problem = Problem(problem.task, looped, problem.forget, problem.trained, problem.keys,
                       device="cpu")
-    for name in ("ga", "gd", "neggrad_plus", "scrub", "random_labels", "l1_sparse", "ssd"):
+    for name in ("ga", "gd", "neggrad-plus", "scrub", "random-labels", "l1-sparse", "ssd"):
         r = get_method(name, epochs=1, batch_size=4) if name != "ssd" else get_method(name)
         assert torch.isfinite(r(problem).logits).all(), name
     salun = B.SalUn(gamma=0.3, lr=0.3, epochs=2, batch_size=4, weight_decay=0.5)

@@ -56,7 +56,7 @@ def test_random_labels_one_step():
     problem = tiny_problem()
     r = B.RandomLabels(lr=LR, epochs=1, batch_size=16, weight_decay=WD)(problem)
     labels = random_wrong_labels(problem.task.data.y_train, problem.forget, problem.keys, 1,
-                                 problem.task.data.n_classes, "random_labels/labels")[0]
+                                 problem.task.data.n_classes, "random-labels/labels")[0]
     for k in range(2):
         m0 = plain(problem, k)
         m = copy.deepcopy(m0)

@@ -93,8 +93,8 @@ def test_chunked_unlearning_gives_the_same_attack(tiny, shadows):
 
 
 def test_a_real_method_runs_end_to_end(tiny, shadows):
-    report = run_ulira(tiny, get_method("do_nothing"), shadows, N_TARGETS, FORGET, pool=POOL)
-    assert report["method"] == "do_nothing" and report["compute_fraction"] == 0.0
+    report = run_ulira(tiny, get_method("do-nothing"), shadows, N_TARGETS, FORGET, pool=POOL)
+    assert report["method"] == "do-nothing" and report["compute_fraction"] == 0.0
     assert report["attack"] == "U-LiRA" and 0.0 <= report["auc"] <= 1.0
     assert "never contained" in report["out_models"] and report["diverged_models"] == 0
     assert 0.0 < report["model_accuracy"]["validation"] <= 1.0
