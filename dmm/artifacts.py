@@ -77,6 +77,12 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save an array as ``.npy``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

@@ -163,7 +163,7 @@ def unlearn_parser() -> Parser:
                    help="index file of training examples to delete (.txt/.csv/.npy/.json)")
     p.add_argument("--out", type=Path, required=True, help="new checkpoint path")
     p.add_argument("--method", default="dmm",
-                   help="dmm (default), om, or a baseline: ga, gd, neggrad+, scrub, "
+                   help="dmm (default), om, or a baseline: ga, gd, neggrad-plus, scrub, "
                    "random-labels, salun, l1-sparse, ssd, retrain, do-nothing")
     p.add_argument("--attribution", type=Path, default=None,
                    help="attribution artifact (dmm attribute) for dmm")
@@ -224,11 +224,40 @@ def run_unlearn(args) -> None:  # noqa: ANN001
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
+# ---------------------------------------------------------------- bench
+def bench_parser() -> Parser:
+    p = Parser(description="Benchmark every method of a config on the task's forget-set "
+               "suite: fleets of N originals and oracles (cached in <out>/cache and reused), "
+               "grid search per forget set on one pair of fleets, report on a fresh pair, "
+               "KLoM beside the noise floor, U-LiRA, compute. Writes results.csv/.md, "
+               "selection.csv, grid.csv, pareto.png, histograms/ and a wandb run.")
+    p.add_argument("--config", type=Path, default=Path("configs/bench/digits.yaml"),
+                   help="bench config (configs/bench/<task>.yaml)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default runs/bench/<config name>[-quick])")
+    p.add_argument("--quick", action="store_true",
+                   help="the config's quick profile: tiny fleets, one grid point per method")
+    p.add_argument("--wandb", type=WandbMode, default="offline",
+                   help="wandb logging: offline (default, no account), online or disabled")
+    p.add_argument("--device", type=Device, default="auto", help="auto, cpu or cuda")
+    return p
+
+
+def run_bench_command(args) -> None:  # noqa: ANN001
+    from dmm.bench import load_bench_config, run_bench
+
+    cfg = load_bench_config(args.config, quick=args.quick)
+    out = args.out or Path("runs/bench") / (args.config.stem + ("-quick" if args.quick else ""))
+    run_bench(cfg, out, device=args.device, wandb=args.wandb)
+    print(f"wrote {out}/results.csv, results.md, pareto.png, histograms/")
+
+
 COMMANDS = {
     "tasks": (tasks_parser, run_tasks, "list the available tasks"),
     "train": (train_parser, run_train, "train one model and write a checkpoint"),
     "fleet": (fleet_parser, run_fleet, "train a fleet of models (originals, oracles, datamodels)"),
     "unlearn": (unlearn_parser, run_unlearn, "unlearn a forget set from a checkpoint"),
+    "bench": (bench_parser, run_bench_command, "benchmark every method on many forget sets"),
     "attribute": (attribution_commands.attribute_parser, attribution_commands.run_attribute,
                   "fit an attribution backend (datamodels or TRAK) and save it"),
     "forget-sets": (attribution_commands.forget_sets_parser, attribution_commands.run_forget_sets,
