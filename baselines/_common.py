@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
-from dmm.training import BatchStream, ZipStream, accelerator, weighted_mean
+from dmm.training import BatchStream, accelerator, weighted_mean
 from dmm.unlearning.base import Problem
 from dmm.unlearning.finetune import FinetuneModule, stream
 
@@ -147,18 +147,6 @@ class Schedule(Dataset):
 def epoch_steps(s: BatchStream, epoch: int) -> range:
     """Item numbers of one epoch of a stream."""
     return range(epoch * s.steps_per_epoch, (epoch + 1) * s.steps_per_epoch)
-
-
-def examples(data: BatchStream | ZipStream | Schedule) -> float:
-    """Real (non-padding) examples per model that a whole run over ``data`` feeds."""
-    k = None
-    total = 0.0
-    for i in range(len(data)):
-        item = data[i]
-        for part in (item.values() if isinstance(data, (ZipStream, Schedule)) else [item]):
-            total += float(part["weight"].sum())
-            k = part["weight"].shape[0]
-    return total / (k or 1)
 
 
 def cycling(mask: np.ndarray, keys: Sequence[int], steps: int, batch_size: int, name: str

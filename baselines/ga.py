@@ -15,9 +15,9 @@ import torch
 
 from dmm.ensemble import Ensemble
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import fit, stream
+from dmm.unlearning.finetune import examples, fit, stream
 
-from ._common import StepModule, examples, salt
+from ._common import StepModule, salt
 
 
 class _Ascent(StepModule):

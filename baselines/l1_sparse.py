@@ -17,9 +17,9 @@ import torch
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import fit, stream
+from dmm.unlearning.finetune import examples, fit, stream
 
-from ._common import StepModule, examples, params, rows, salt
+from ._common import StepModule, params, rows, salt
 
 
 def l1_per_model(ensemble: Ensemble) -> torch.Tensor:

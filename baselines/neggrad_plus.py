@@ -19,9 +19,9 @@ from dmm.ensemble import Ensemble
 from dmm.tasks import Task
 from dmm.training import ZipStream
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import fit, stream
+from dmm.unlearning.finetune import examples, fit, stream
 
-from ._common import StepModule, cycling, examples, salt
+from ._common import StepModule, cycling, salt
 
 
 class _NegGradPlus(StepModule):

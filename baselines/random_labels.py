@@ -19,9 +19,9 @@ import torch
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import fit, stream
+from dmm.unlearning.finetune import examples, fit, stream
 
-from ._common import StepModule, examples, salt
+from ._common import StepModule, salt
 
 
 def random_wrong_labels(y: torch.Tensor, forget: np.ndarray, keys: Sequence[int], epochs: int,

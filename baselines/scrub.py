@@ -29,9 +29,9 @@ from dmm.ensemble import Ensemble
 from dmm.tasks import Task
 from dmm.training import weighted_mean
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import fit, stream
+from dmm.unlearning.finetune import examples, fit, stream
 
-from ._common import Schedule, StepModule, epoch_steps, examples, salt
+from ._common import Schedule, StepModule, epoch_steps, salt
 
 
 def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

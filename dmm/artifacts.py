@@ -1,4 +1,4 @@
-"""Artifacts on disk: atomic writes, manifests, fingerprints and checkpoints.
+"""Artifacts on disk: atomic writes, JSON, manifests and training-set fingerprints.
 
 Every artifact carries a manifest naming the task and the training-set fingerprint it
 was made for; :func:`check_compatible` refuses artifacts made for another task or
@@ -8,16 +8,16 @@ training set.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dmm.errors import DmmError
 
@@ -71,10 +71,35 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def to_jsonable(obj: Any) -> Any:
+    """A plain-Python copy of ``obj`` for strict JSON: numpy and torch scalars and arrays to
+    numbers and lists, paths to strings, NaN and infinities to None."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "detach"):  # a torch tensor (torch is not imported here)
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray | np.generic):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    """Strict, indented JSON of :func:`to_jsonable` (obj)."""
+    return json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented strict JSON (NaN as null), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(dumps(obj) + "\n")
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
@@ -93,23 +118,13 @@ def read_json(path: str | Path) -> Any:
         raise DmmError(f"{path} is not valid JSON: {e}") from None
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def fingerprint(*arrays: torch.Tensor | np.ndarray) -> str:
+def fingerprint(*arrays: Any) -> str:
     """A short, stable hash of arrays' shapes, dtypes and contents."""
     import hashlib
 
     h = hashlib.sha256()
     for a in arrays:
-        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())

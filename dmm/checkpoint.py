@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dmm.artifacts import _json_default, atomic_path, check_compatible
+from dmm.artifacts import atomic_path, check_compatible, to_jsonable
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
 from dmm.tasks import Task
@@ -26,7 +26,7 @@ def save_checkpoint(path: str | Path, task: Task, state: dict[str, torch.Tensor]
     meta = {"format": CHECKPOINT_FORMAT, **task.identity(), "forgotten": [], "history": [], **meta}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"dmm": json.dumps(meta, default=_json_default)})
+        save_file(tensors, str(tmp), metadata={"dmm": json.dumps(to_jsonable(meta))})
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

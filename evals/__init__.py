@@ -17,7 +17,7 @@ from .membership import (
     ulira,
 )
 from .plots import plot_margin_histograms
-from .report import klom_report, klom_table_markdown, to_jsonable, write_json_atomic
+from .report import klom_report, klom_table_markdown
 from .roc import balanced_accuracy_at, best_balanced_accuracy, roc_auc, roc_curve, tpr_at_fpr
 
 __all__ = [
@@ -44,8 +44,6 @@ __all__ = [
     "roc_auc",
     "roc_curve",
     "spearman_per_target",
-    "to_jsonable",
     "tpr_at_fpr",
     "ulira",
-    "write_json_atomic",
 ]

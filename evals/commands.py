@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dmm.artifacts import write_json
 from dmm.errors import DmmError
 
 from .accuracy import accuracy_by_split
 from .klom import DIRECTION, MAIN_SPLITS, klom
 from .margins import margins
 from .membership import competition_score, loss_threshold_attack
-from .report import klom_report, klom_table_markdown, write_json_atomic
+from .report import klom_report, klom_table_markdown
 
 if TYPE_CHECKING:
     from dmm.cli import Parser
@@ -293,7 +294,7 @@ def evaluate(oracles: Path, unlearned: Path, out: Path, *, floor: Path | None = 
                                         f"KLoM = {DIRECTION}")
         report["seconds"] = time.perf_counter() - t0
         (tmp / "report.md").write_text(klom_table_markdown(report))
-        write_json_atomic(report, tmp / "report.json")
+        write_json(tmp / "report.json", report)
     return report
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from dmm.artifacts import atomic_path
+
 from ._arrays import as_numpy
-from ._io import write_atomic
 from .klom import CLIP, DIRECTION, _check_pair, klom, klom_bin_edges
 
 
@@ -82,5 +83,6 @@ def plot_margin_histograms(
     width, height = fig.get_figwidth(), fig.get_figheight()
     fig.subplots_adjust(left=0.6 / width, right=1.0 - 0.15 / width, bottom=0.55 / height,
                         top=1.0 - 0.9 / height, wspace=0.3, hspace=0.75)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format=suffix, dpi=110))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=suffix, dpi=110)
     return chosen

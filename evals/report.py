@@ -7,38 +7,18 @@ them, and the direction of the divergence, e.g.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dmm.artifacts import to_jsonable
+
 from ._arrays import as_float
-from ._io import write_atomic
 from .klom import CLIP, DIRECTION, MAIN_SPLITS, N_BINS, Q_FLOOR, klom, klom_summary
 
 SCHEMA = "dmm.evals.report/1"
 NOISE_FLOOR_DIRECTION = "KL(oracle || oracle_2)"
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain-Python copy of ``obj``: numpy scalars/arrays to numbers/lists, NaN/inf to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
 def _klom_block(
@@ -157,14 +137,3 @@ def klom_table_markdown(report: Mapping[str, Any]) -> str:
     cells.append("")
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``obj`` as indented JSON via a temporary file and os.replace."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return write_atomic(path, _write)

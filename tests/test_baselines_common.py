@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dmm.baselines as B
-from dmm.baselines._common import Schedule, epoch_steps, examples, per_model, rows, unrows
+from dmm.baselines._common import Schedule, epoch_steps, per_model, rows, unrows
 from dmm.config import CONFIG_DIR
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
@@ -23,7 +23,7 @@ from dmm.tasks import Task, TaskData, TaskSpec
 from dmm.tasks.models import ModelSpec
 from dmm.unlearning import METHODS, Problem, get_method
 from dmm.unlearning.configs import configured_method, grid_points, method_config
-from dmm.unlearning.finetune import stream
+from dmm.unlearning.finetune import examples, stream
 
 BASELINES = ["ga", "gd", "neggrad-plus", "scrub", "random-labels", "salun", "l1-sparse", "ssd",
              "retrain", "do-nothing"]

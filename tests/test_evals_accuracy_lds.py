@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from dmm.evals import accuracy, accuracy_by_split, lds, spearman_per_target
 
 

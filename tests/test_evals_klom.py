@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from dmm.evals import KLOM_CAP, KLOM_DIRECTION, klom, klom_bin_edges, klom_summary
 
 

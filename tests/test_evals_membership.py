@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from dmm.evals import (
     balanced_accuracy_at,
     best_balanced_accuracy,
@@ -19,7 +21,6 @@ from dmm.evals import (
     tpr_at_fpr,
     ulira,
 )
-from sklearn.metrics import roc_auc_score
 
 # --------------------------------------------------------------------------- ROC helpers
 

@@ -7,13 +7,14 @@ import math
 
 import numpy as np
 import pytest
+
+from dmm.artifacts import write_json
 from dmm.evals import (
     klom,
     klom_report,
     klom_table_markdown,
     plot_margin_histograms,
     ulira,
-    write_json_atomic,
 )
 
 
@@ -81,14 +82,14 @@ def test_markdown_table_shows_noise_floor_beside_results():
     assert len(lines) == 3 + 3 + 1 + 1  # title, blank, header, rule, 3 splits, mean
 
 
-def test_write_json_atomic(tmp_path):
+def test_write_json_is_strict_and_atomic(tmp_path):
     path = tmp_path / "sub" / "report.json"
-    write_json_atomic({"a": np.float32(1.5), "b": [math.inf]}, path)
+    write_json(path, {"a": np.float32(1.5), "b": [math.inf]})
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [None]}
-    write_json_atomic({"a": 2}, path)  # replaces
+    write_json(path, {"a": 2})  # replaces
     assert json.loads(path.read_text()) == {"a": 2}
     with pytest.raises(TypeError):
-        write_json_atomic({"a": object()}, path)
+        write_json(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 2}  # untouched by the failed write
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]
 

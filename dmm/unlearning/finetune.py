@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from dmm.ensemble import Ensemble
 from dmm.recipe import make_optimizer
@@ -51,6 +52,13 @@ def fit(module: FinetuneModule, data: BatchStream | ZipStream, device: str = "au
     make_trainer(device, max_epochs=data.epochs).fit(module, data.loader())
 
 
-def examples_seen(data: BatchStream) -> float:
-    """Real (non-padding) examples per model that a stream feeds: its gradient count."""
-    return float(data.weight.sum() / data.weight.shape[1])
+def examples(data: Dataset) -> float:
+    """Example gradients per model that a run over ``data`` computes: the real
+    (non-padding) slots of every step, whether a step is one batch or named batches."""
+    total, k = 0.0, 1
+    for i in range(len(data)):
+        item = data[i]
+        for part in [item] if "weight" in item else item.values():
+            total += float(part["weight"].sum())
+            k = part["weight"].shape[0]
+    return total / k

@@ -20,7 +20,7 @@ import torch
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import FinetuneModule, examples_seen, fit, stream
+from dmm.unlearning.finetune import FinetuneModule, examples, fit, stream
 
 SALT_SUBSET, SALT_ORDER = 101, 102
 
@@ -138,7 +138,7 @@ class DMM(Method):
                                  self.epochs, self.resample)
         data = stream(counts, list(problem.keys), self.epochs, self.batch_size, SALT_ORDER)
         fit(MatchingModule(ensemble, problem, targets, self.lr), data, problem.device)
-        return examples_seen(data)
+        return examples(data)
 
 
 @dataclass
