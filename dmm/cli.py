@@ -237,6 +237,8 @@ def bench_parser() -> Parser:
                    help="run directory (default runs/bench/<config name>[-quick])")
     p.add_argument("--quick", action="store_true",
                    help="the config's quick profile: tiny fleets, one grid point per method")
+    p.add_argument("--data", type=str, default=None,
+                   help="local data directory for cifar10/tensors (overrides the config's)")
     p.add_argument("--wandb", type=WandbMode, default="offline",
                    help="wandb logging: offline (default, no account), online or disabled")
     p.add_argument("--device", type=Device, default="auto", help="auto, cpu or cuda")
@@ -247,6 +249,8 @@ def run_bench_command(args) -> None:  # noqa: ANN001
     from dmm.bench import load_bench_config, run_bench
 
     cfg = load_bench_config(args.config, quick=args.quick)
+    if args.data is not None:
+        cfg.data = args.data
     out = args.out or Path("runs/bench") / (args.config.stem + ("-quick" if args.quick else ""))
     run_bench(cfg, out, device=args.device, wandb=args.wandb)
     print(f"wrote {out}/results.csv, results.md, pareto.png, histograms/")

@@ -75,3 +75,38 @@ def test_bench_config_errors(tmp_path, capsys):
     with pytest.raises(DmmError, match="no quick profile"):
         load_bench_config(tmp_path / "bad.yaml", quick=True)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10"])
+@pytest.mark.parametrize("quick", [False, True])
+def test_shipped_bench_configs_build_every_grid_point(name, quick):
+    from dmm.bench import load_bench_config
+    from dmm.bench.runner import method_grids
+
+    cfg = load_bench_config(CONFIG.with_name(f"{name}.yaml"), quick=quick)
+    grids = method_grids(cfg)
+    assert {"dmm", "dm-direct", "om", "do-nothing", "retrain"} <= set(grids)
+    if quick:
+        assert all(len(points) <= 4 for points in grids.values())
+    if name == "cifar10" and not quick:  # the published settings (DESIGN.md sections 4, 6-8)
+        suite = cfg.forget_sets
+        assert (suite.random_sizes, suite.pc_sizes, suite.pc_top_bottom) == (
+            [10, 100, 500], [10, 100], 250)
+        assert {p["lr"] for p in grids["dmm"]} == {1e-3, 1e-4, 1e-5, 1e-6}
+        assert {p["epochs"] for p in grids["dmm"]} == {1, 2, 4, 8}
+        assert {p["batch_size"] for p in grids["dmm"]} == {512}
+
+
+def test_bad_grid_or_missing_data_fails_before_any_training(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: 4\nmethods: {dmm: {grid: {learning_rate: [1.0e-3]}}}\n")
+    for argv, message in (
+        (["--config", str(bad)], "has no hyperparameter(s) learning_rate"),
+        (["--config", str(CONFIG.with_name("cifar10.yaml")), "--data", str(tmp_path / "no")],
+         "does not exist"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", *argv, "--out", str(tmp_path / "o"), "--wandb", "disabled"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "o").exists()

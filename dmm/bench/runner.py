@@ -41,7 +41,7 @@ from dmm.fleet import Fleet, train_fleet
 from dmm.forget_sets import read_indices
 from dmm.tasks import Task, load_task
 from dmm.unlearning.base import Problem, Result
-from dmm.unlearning.configs import configured_method, grid_points, method_config
+from dmm.unlearning.configs import checked_hparams, configured_method, grid_points, method_config
 
 SPLITS = ("forget", "retain", "val")
 SEEDS = {"datamodels": 1, "select": 2, "report": 3, "calibration": 4, "shadows": 5}
@@ -190,26 +190,17 @@ class Bench:
         write_json(path, row)
         return row
 
-    def grid(self, method: str) -> list[dict[str, Any]]:
-        spec = self.cfg.methods[method]
-        defaults, grid = method_config(method)
-        grid = grid if spec.grid is None else spec.grid
-        return [{**defaults, **spec.defaults, **point} for point in grid_points(grid)]
-
     # ------------------------------------------------------------ the whole run
     def run(self) -> dict[str, Any]:
         t_start = time.perf_counter()
+        grids = method_grids(self.cfg)  # fails on a bad grid before any training
         attr = self.attribution()
         sets = self.forget_sets()
         originals = {}
         for phase in ("select", "report"):
             f = self.fleet(f"originals_{phase}", "original", self.cfg.models, SEEDS[phase])
             originals[phase] = (f, f.ensemble(self.task))
-        methods = list(self.cfg.methods)
-        unknown = [m for m in methods if m not in _registered()]
-        if unknown:
-            raise DmmError(f"unknown methods {unknown} (known: {sorted(_registered())})")
-        grids = {m: self.grid(m) for m in methods}
+        methods = list(grids)
         n_runs = len(sets) * (sum(len(g) for g in grids.values()) + len(methods))
         bar = tqdm(total=n_runs, desc="bench runs", unit="run", disable=not self.progress)
         grid_rows, selected, report_rows, floors = [], [], [], []
@@ -286,6 +277,22 @@ class Bench:
             out[(row["forget_set"], row["method"])] = read_json(path)["auc"]
         self.timings["U-LiRA"] = time.perf_counter() - t0
         return out
+
+
+def method_grids(cfg: BenchConfig) -> dict[str, list[dict[str, Any]]]:
+    """Every method's grid points (config defaults, the bench's fixed values, the point),
+    each checked by building the method, so that a typo fails before any training."""
+    out = {}
+    for name, spec in cfg.methods.items():
+        defaults, grid = method_config(name)
+        grid = grid if spec.grid is None else spec.grid
+        where = f"bench method {name!r}"
+        points = [checked_hparams(name, {**defaults, **spec.defaults, **point}, where)
+                  for point in grid_points(grid)]
+        for point in points:
+            configured_method(name, **point)
+        out[name] = points
+    return out
 
 
 def _registered() -> dict[str, Any]:

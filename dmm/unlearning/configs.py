@@ -115,7 +115,14 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
             for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+def checked_hparams(name: str, values: dict[str, Any], source: str = "hyperparameters"
+                    ) -> dict[str, Any]:
+    """``values`` checked against method ``name``'s hyperparameters and parsed to their
+    declared types (a DmmError names any unknown key or ill-typed value)."""
+    return _check(_method_class(name), values, source)
+
+
 def configured_method(name: str, **overrides: Any) -> Method:
-    """The method with its config's defaults, updated by ``overrides``."""
+    """The method with its config's defaults, updated by ``overrides`` (checked)."""
     defaults, _ = method_config(name)
-    return get_method(name, **{**defaults, **overrides})
+    return get_method(name, **{**defaults, **checked_hparams(name, overrides)})
