@@ -63,6 +63,25 @@ def test_rerun_reuses_every_cached_fleet_and_reproduces_the_table(quick_run, tmp
     assert (quick_run / "results.csv").read_text() == before
 
 
+def test_moved_out_dir_reruns_from_its_own_cache(quick_run, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached fleet was retrained")
+
+    moved = tmp_path / "moved"
+    shutil.copytree(quick_run, moved)
+    shutil.rmtree(moved / "histograms")
+    hidden = quick_run.with_name("hidden")
+    quick_run.rename(hidden)  # nothing may be read from the old location
+    try:
+        monkeypatch.setattr(dmm.fleet, "train_ensemble", no_training)
+        main(["bench", "--config", str(CONFIG), "--quick", "--out", str(moved),
+              "--wandb", "disabled"])
+    finally:
+        hidden.rename(quick_run)
+    assert (moved / "results.csv").read_text() == (quick_run / "results.csv").read_text()
+    assert len(list((moved / "histograms").glob("*.png"))) == 4
+
+
 def test_bench_config_errors(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("methods: {dmm: {grid: {lr: [1.0e-3]}}}\nmodels: 2\n")

@@ -173,7 +173,11 @@ class Bench:
                     "oracles": sides.oracles.manifest["seed"], "models": self.cfg.models})
         path = self.cache / "runs" / phase / set_name / method / f"{key}.json"
         if path.is_file():
-            return read_json(path)
+            row = read_json(path)
+            if phase == "report":  # where they are now: the out dir may have been moved
+                row["margins_file"] = str(path.with_suffix(".npy"))
+                row["oracles"] = str(sides.oracles.path)
+            return row
         problem = Problem.single(self.task, sides.ensemble, forget, keys=sides.originals.keys,
                                  device=self.device, context={
                                      "predictor": attr,
