@@ -103,3 +103,23 @@ def test_scale_from_fleets_checks_kinds():
     oracle = oracle_fleet([1], 3, 0.0)
     with pytest.raises(DmmError, match="not an original fleet"):
         fit_scale_from_fleets(linear(), oracle, [oracle])
+
+
+def test_perfect_mean_shift_moves_each_mean_margin_exactly_and_keeps_the_spread():
+    from dmm.attribution.quality import perfect_mean_shift
+    from dmm.evals import margins
+
+    rng = np.random.default_rng(0)
+    originals = rng.normal(size=(5, 4, 3)).astype(np.float32)
+    oracles = rng.normal(size=(7, 4, 3)).astype(np.float32) + 1.0
+    labels = np.array([0, 2, 1, 1])
+    shifted = perfect_mean_shift(originals, oracles, labels)
+    m0, m1, mo = margins(originals, labels), margins(shifted, labels), margins(oracles, labels)
+    np.testing.assert_allclose(m1.mean(0), mo.mean(0), atol=1e-5)
+    # one shift per point: every model moves by the same amount, so the spread is unchanged
+    np.testing.assert_allclose(m1 - m0, np.broadcast_to((mo.mean(0) - m0.mean(0)), m0.shape),
+                               atol=1e-5)
+    other = np.ones_like(originals, dtype=bool)
+    other[:, np.arange(4), labels] = False
+    np.testing.assert_array_equal(shifted[other], originals[other])  # only true-class logits
+    assert not np.shares_memory(shifted, originals)
