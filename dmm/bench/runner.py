@@ -166,33 +166,36 @@ class Bench:
     def run_point(self, phase: str, set_name: str, forget: np.ndarray, method: str,
                   hparams: dict[str, Any], sides: Sides, attr: Any) -> dict[str, Any]:
         """One method at one grid point on all N originals of a phase (cached)."""
-        from dmm.attribution import OraclePredictor
-
         key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                     "originals": sides.originals.manifest["seed"],
                     "oracles": sides.oracles.manifest["seed"], "models": self.cfg.models})
         path = self.cache / "runs" / phase / set_name / method / f"{key}.json"
-        if path.is_file():
-            row = read_json(path)
-            if phase == "report":  # where they are now: the out dir may have been moved
-                row["margins_file"] = str(path.with_suffix(".npy"))
-                row["oracles"] = str(sides.oracles.path)
-            return row
+        if not path.is_file():
+            write_json(path, self._unlearn(phase, set_name, forget, method, hparams, sides,
+                                           attr, path.with_suffix(".npy")))
+        row = read_json(path)
+        if phase == "report":  # for the margin histograms; located now, so the out dir can move
+            row |= {"margins_file": str(path.with_suffix(".npy")),
+                    "oracles": str(sides.oracles.path)}
+        return row
+
+    def _unlearn(self, phase: str, set_name: str, forget: np.ndarray, method: str,
+                 hparams: dict[str, Any], sides: Sides, attr: Any, margins_file: Path
+                 ) -> dict[str, Any]:
+        from dmm.attribution import OraclePredictor
+
         problem = Problem.single(self.task, sides.ensemble, forget, keys=sides.originals.keys,
                                  device=self.device, context={
                                      "predictor": attr,
                                      "oracle": OraclePredictor(sides.other_oracles)})
         result: Result = configured_method(method, **hparams)(problem)
         logits = result.logits.numpy()
-        row = {"forget_set": set_name, "method": method, "params": result.hparams,
-               "diverged": int(result.diverged.sum()), "compute_fraction": result.compute_fraction,
-               "seconds": result.seconds, **self.score(logits, sides.oracle_margins, forget)}
-        if phase == "report":  # kept for the margin-histogram plots
-            row["margins_file"] = str(path.with_suffix(".npy"))
-            row["oracles"] = str(sides.oracles.path)
-            save_npy(row["margins_file"], margins(logits, self.labels).astype(np.float32))
-        write_json(path, row)
-        return row
+        if phase == "report":
+            save_npy(margins_file, margins(logits, self.labels).astype(np.float32))
+        return {"forget_set": set_name, "method": method, "params": result.hparams,
+                "diverged": int(result.diverged.sum()),
+                "compute_fraction": result.compute_fraction, "seconds": result.seconds,
+                **self.score(logits, sides.oracle_margins, forget)}
 
     # ------------------------------------------------------------ the whole run
     def run(self) -> dict[str, Any]:
