@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dmm.attribution.store import save_attribution
@@ -116,9 +116,7 @@ def test_bad_input_exits_2_writes_nothing(setup, case, message, tmp_path, capsys
     if case == "other_training_set":
         manifest = json.loads((attr / "manifest.json").read_text())
         moved = tmp_path / "attr"
-        moved.mkdir()
-        for f in attr.iterdir():
-            (moved / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(attr, moved)
         manifest["fingerprint"] = "0123456789abcdef"
         (moved / "manifest.json").write_text(json.dumps(manifest))
         argv[argv.index("--attribution") + 1] = str(moved)
@@ -142,5 +140,4 @@ def test_bad_input_exits_2_writes_nothing(setup, case, message, tmp_path, capsys
     if case == "out_exists":
         assert out.read_text() == "precious"
     assert ckpt.read_bytes() == ckpt_bytes
-    assert not np.any([p.suffix == ".json" for p in ckpt.parent.iterdir()
-                       if p.stem == "model"])
+    assert not any(p.suffix == ".json" for p in ckpt.parent.iterdir() if p.stem == "model")
