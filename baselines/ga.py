@@ -14,42 +14,24 @@ from dataclasses import dataclass
 import torch
 
 from dmm.ensemble import Ensemble
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import examples, fit, stream
-
-from ._common import StepModule, salt
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import FinetuneModule, examples, fit, salt, stream
 
 
-class _Ascent(StepModule):
+class _Ascent(FinetuneModule):
     def loss(self, batch: dict) -> torch.Tensor:
         return -self.ce(batch)
 
 
 @dataclass
-class GradientAscent(Method):
-    """Gradient ascent on the forget set.
-
-    Args:
-        lr: learning rate.
-        epochs: passes over the forget set.
-        batch_size: forget examples per step and model.
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled).
-    """
+class GradientAscent(Finetune):
+    """Gradient ascent on the forget set: ``epochs`` passes over it, ``batch_size`` forget
+    examples per step and model (shared fine-tuning hyperparameters: :class:`Finetune`)."""
 
     name = "ga"
 
-    lr: float = 1e-3
-    epochs: int = 5
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
-        data = stream(problem.forget, list(problem.keys), self.epochs, self.batch_size,
+        data = stream(problem.forget, problem.keys, self.epochs, self.batch_size,
                       salt("ga/forget"))
-        fit(_Ascent(ensemble, problem.task, self.optimizer, self.lr, self.momentum,
-                    self.weight_decay), data, problem.device)
+        fit(_Ascent(ensemble, problem.task, **self.optimiser()), data, problem.device)
         return examples(data)

@@ -13,42 +13,24 @@ from dataclasses import dataclass
 import torch
 
 from dmm.ensemble import Ensemble
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import examples, fit, stream
-
-from ._common import StepModule, salt
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import FinetuneModule, examples, fit, salt, stream
 
 
-class _Descent(StepModule):
+class _Descent(FinetuneModule):
     def loss(self, batch: dict) -> torch.Tensor:
         return self.ce(batch)
 
 
 @dataclass
-class GradientDescent(Method):
-    """Fine-tuning on the retain set.
-
-    Args:
-        lr: learning rate.
-        epochs: passes over the retain set.
-        batch_size: retain examples per step and model.
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled).
-    """
+class GradientDescent(Finetune):
+    """Fine-tuning on the retain set: ``epochs`` passes over it, ``batch_size`` retain
+    examples per step and model (shared fine-tuning hyperparameters: :class:`Finetune`)."""
 
     name = "gd"
 
-    lr: float = 1e-2
-    epochs: int = 5
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
-        data = stream(problem.retain, list(problem.keys), self.epochs, self.batch_size,
+        data = stream(problem.retain, problem.keys, self.epochs, self.batch_size,
                       salt("gd/retain"))
-        fit(_Descent(ensemble, problem.task, self.optimizer, self.lr, self.momentum,
-                     self.weight_decay), data, problem.device)
+        fit(_Descent(ensemble, problem.task, **self.optimiser()), data, problem.device)
         return examples(data)

@@ -16,10 +16,10 @@ import torch
 
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import examples, fit, stream
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import FinetuneModule, examples, fit, salt, stream
 
-from ._common import StepModule, params, rows, salt
+from ._common import params, rows
 
 
 def l1_per_model(ensemble: Ensemble) -> torch.Tensor:
@@ -27,7 +27,7 @@ def l1_per_model(ensemble: Ensemble) -> torch.Tensor:
     return rows(ensemble, [p.abs() for p in params(ensemble)]).sum(1)
 
 
-class _L1Sparse(StepModule):
+class _L1Sparse(FinetuneModule):
     def __init__(self, ensemble: Ensemble, task: Task, gamma: float, epochs: int, **opt: object):
         super().__init__(ensemble, task, **opt)
         self.gamma, self.epochs = gamma, epochs
@@ -40,33 +40,21 @@ class _L1Sparse(StepModule):
 
 
 @dataclass
-class L1Sparse(Method):
-    """Retain fine-tuning with a linearly decaying ℓ1 penalty.
+class L1Sparse(Finetune):
+    """Retain fine-tuning with a linearly decaying ℓ1 penalty (``epochs`` passes over the
+    retain set; shared fine-tuning hyperparameters: :class:`Finetune`).
 
     Args:
         gamma: initial ℓ1 weight γ_0.
-        lr: learning rate.
-        epochs: passes over the retain set.
-        batch_size: retain examples per step and model.
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled).
     """
 
     name = "l1-sparse"
 
     gamma: float = 1e-4
-    lr: float = 1e-2
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
-        data = stream(problem.retain, list(problem.keys), self.epochs, self.batch_size,
+        data = stream(problem.retain, problem.keys, self.epochs, self.batch_size,
                       salt("l1-sparse/retain"))
-        fit(_L1Sparse(ensemble, problem.task, self.gamma, self.epochs, optimizer=self.optimizer,
-                      lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay),
+        fit(_L1Sparse(ensemble, problem.task, self.gamma, self.epochs, **self.optimiser()),
             data, problem.device)
         return examples(data)

@@ -18,13 +18,11 @@ import torch
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
 from dmm.training import ZipStream
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import examples, fit, stream
-
-from ._common import StepModule, cycling, salt
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import FinetuneModule, cycling, examples, fit, salt, stream
 
 
-class _NegGradPlus(StepModule):
+class _NegGradPlus(FinetuneModule):
     def __init__(self, ensemble: Ensemble, task: Task, alpha: float, **opt: object):
         super().__init__(ensemble, task, **opt)
         self.alpha = alpha
@@ -34,39 +32,26 @@ class _NegGradPlus(StepModule):
 
 
 @dataclass
-class NegGradPlus(Method):
-    """Weighted retain descent and forget ascent.
+class NegGradPlus(Finetune):
+    """Weighted retain descent and forget ascent (``epochs`` passes over the retain set,
+    ``batch_size`` retain examples per step; shared hyperparameters: :class:`Finetune`).
 
     Args:
         alpha: weight of the retain loss; the forget loss gets ``1 - alpha``.
-        lr: learning rate.
-        epochs: passes over the retain set.
-        batch_size: retain examples per step and model.
         forget_batch_size: forget examples per step and model.
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled).
     """
 
     name = "neggrad-plus"
 
     alpha: float = 0.99
-    lr: float = 1e-2
-    epochs: int = 5
-    batch_size: int = 64
     forget_batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
-        keys = list(problem.keys)
-        retain = stream(problem.retain, keys, self.epochs, self.batch_size,
+        retain = stream(problem.retain, problem.keys, self.epochs, self.batch_size,
                         salt("neggrad-plus/retain"))
-        forget = cycling(problem.forget, keys, len(retain), self.forget_batch_size,
+        forget = cycling(problem.forget, problem.keys, len(retain), self.forget_batch_size,
                          "neggrad-plus/forget")
         data = ZipStream(retain=retain, forget=forget)
-        fit(_NegGradPlus(ensemble, problem.task, self.alpha, optimizer=self.optimizer,
-                         lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay),
-            data, problem.device)
+        fit(_NegGradPlus(ensemble, problem.task, self.alpha, **self.optimiser()), data,
+            problem.device)
         return examples(data)

@@ -18,10 +18,8 @@ import torch
 
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import examples, fit, stream
-
-from ._common import StepModule, salt
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import FinetuneModule, examples, fit, salt, stream
 
 
 def random_wrong_labels(y: torch.Tensor, forget: np.ndarray, keys: Sequence[int], epochs: int,
@@ -40,7 +38,7 @@ def random_wrong_labels(y: torch.Tensor, forget: np.ndarray, keys: Sequence[int]
     return out
 
 
-class RandomLabelModule(StepModule):
+class RandomLabelModule(FinetuneModule):
     """CE fine-tuning with per-epoch, per-model label tables ``labels`` [epochs, K, n]."""
 
     def __init__(self, ensemble: Ensemble, task: Task, labels: torch.Tensor, **opt: object):
@@ -65,31 +63,14 @@ def random_label_run(problem: Problem, name: str, epochs: int, batch_size: int,
 
 
 @dataclass
-class RandomLabels(Method):
-    """Fine-tuning on F with random wrong labels together with R.
-
-    Args:
-        lr: learning rate.
-        epochs: passes over F ∪ R.
-        batch_size: examples per step and model.
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled).
-    """
+class RandomLabels(Finetune):
+    """Fine-tuning on F with random wrong labels together with R (``epochs`` passes over
+    F ∪ R; shared fine-tuning hyperparameters: :class:`Finetune`)."""
 
     name = "random-labels"
 
-    lr: float = 1e-2
-    epochs: int = 5
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         def make(labels: torch.Tensor) -> RandomLabelModule:
-            return RandomLabelModule(ensemble, problem.task, labels, optimizer=self.optimizer,
-                                     lr=self.lr, momentum=self.momentum,
-                                     weight_decay=self.weight_decay)
+            return RandomLabelModule(ensemble, problem.task, labels, **self.optimiser())
 
         return random_label_run(problem, self.name, self.epochs, self.batch_size, make)

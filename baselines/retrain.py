@@ -17,8 +17,7 @@ from dmm.ensemble import Ensemble
 from dmm.recipe import Recipe
 from dmm.training import model_key, train_ensemble
 from dmm.unlearning.base import Method, Problem
-
-from ._common import salt
+from dmm.unlearning.finetune import salt
 
 
 def reduced_recipe(recipe: Recipe, fraction: float) -> Recipe:
@@ -39,8 +38,13 @@ class Retrain(Method):
     """
 
     name = "retrain"
+    reference = True  # it is retraining, the reference itself
+    select_each_point = True  # each budget is reported, not selected
 
     fraction: float = 1.0
+
+    def label(self) -> str:
+        return f"{self.name}@{self.fraction:g}"
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         recipe = reduced_recipe(problem.task.recipe, self.fraction)

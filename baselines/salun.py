@@ -25,10 +25,10 @@ import torch
 
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import stream
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import salt, stream
 
-from ._common import mean_grad, params, rows, salt, unrows
+from ._common import mean_grad, params, rows, unrows
 from .random_labels import RandomLabelModule, random_label_run
 
 
@@ -74,32 +74,22 @@ class _MaskedRandomLabels(RandomLabelModule):
 
 
 @dataclass
-class SalUn(Method):
-    """Saliency-masked random-label fine-tuning.
+class SalUn(Finetune):
+    """Saliency-masked random-label fine-tuning (``epochs`` passes over F ∪ R;
+    ``batch_size`` is also the saliency pass's batch; weight decay never reaches the frozen
+    weights; shared fine-tuning hyperparameters: :class:`Finetune`).
 
     Args:
         gamma: fraction of each model's weights that may change (the mask ratio).
-        lr: learning rate.
-        epochs: passes over F ∪ R.
-        batch_size: examples per step and model (also the saliency pass's batch).
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled; never reaches the frozen weights).
     """
 
     name = "salun"
 
     gamma: float = 0.5
-    lr: float = 1.3e-2
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
 
     def mask(self, problem: Problem, ensemble: Ensemble) -> list[torch.Tensor]:
         """The saliency mask of every model at the ensemble's current weights."""
-        data = stream(problem.forget, list(problem.keys), 1, self.batch_size,
+        data = stream(problem.forget, problem.keys, 1, self.batch_size,
                       salt("salun/saliency"))
         return saliency_mask(ensemble, mean_grad(problem, ensemble, data), self.gamma)
 
@@ -108,8 +98,7 @@ class SalUn(Method):
 
         def make(labels: torch.Tensor) -> RandomLabelModule:
             return _MaskedRandomLabels(ensemble, problem.task, labels, masks,
-                                       optimizer=self.optimizer, lr=self.lr,
-                                       momentum=self.momentum, weight_decay=self.weight_decay)
+                                       **self.optimiser())
 
         seen = random_label_run(problem, self.name, self.epochs, self.batch_size, make)
         return seen + float(problem.forget.sum(1).mean())  # + the saliency pass

@@ -27,11 +27,17 @@ import torch.nn.functional as F
 
 from dmm.ensemble import Ensemble
 from dmm.tasks import Task
-from dmm.training import weighted_mean
-from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import examples, fit, stream
-
-from ._common import Schedule, StepModule, epoch_steps, salt
+from dmm.training import per_model_ce, weighted_mean
+from dmm.unlearning.base import Finetune, Problem
+from dmm.unlearning.finetune import (
+    FinetuneModule,
+    Schedule,
+    epoch_steps,
+    examples,
+    fit,
+    salt,
+    stream,
+)
 
 
 def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -41,9 +47,9 @@ def distill_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float)
     return temperature ** 2 * (log_t.exp() * (log_t - log_s)).sum(-1)
 
 
-class _Scrub(StepModule):
+class _Scrub(FinetuneModule):
     def __init__(self, ensemble: Ensemble, task: Task, schedule: Schedule, m: SCRUB):
-        super().__init__(ensemble, task, m.optimizer, m.lr, m.momentum, m.weight_decay)
+        super().__init__(ensemble, task, **m.optimiser())
         self.teacher = copy.deepcopy(ensemble).requires_grad_(False)
         self.schedule, self.m = schedule, m
 
@@ -69,46 +75,36 @@ class _Scrub(StepModule):
             return -weighted_mean(kl, b["weight"])
         b = batch["retain"]  # min-step
         student, kl = self._kl(b)
-        ce = F.cross_entropy(student.flatten(0, 1), self.y[b["idx"]].flatten(), reduction="none")
-        w = b["weight"]
-        return self.m.gamma * weighted_mean(ce.view_as(w), w) + self.m.alpha * weighted_mean(kl, w)
+        ce = per_model_ce(student, self.y[b["idx"]], b["weight"])
+        return self.m.gamma * ce + self.m.alpha * weighted_mean(kl, b["weight"])
 
 
 @dataclass
-class SCRUB(Method):
-    """Student-teacher unlearning with max-steps on F and min-steps on R.
+class SCRUB(Finetune):
+    """Student-teacher unlearning with max-steps on F and min-steps on R. ``lr`` is the
+    initial learning rate, ``epochs`` the total epochs (each has a retain pass of
+    min-steps), ``batch_size`` the retain examples per min-step and model (shared
+    fine-tuning hyperparameters: :class:`Finetune`).
 
     Args:
-        lr: initial learning rate.
-        epochs: total epochs (each has a retain pass of min-steps).
         msteps: the first ``msteps`` epochs also have a forget pass of max-steps first.
-        batch_size: retain examples per min-step and model.
         forget_batch_size: forget examples per max-step and model.
         temperature: distillation temperature T.
         alpha: weight of the distillation term in min-steps.
         gamma: weight of the cross-entropy in min-steps.
         lr_decay_epochs: epochs (from 1) after which the learning rate decays.
         lr_decay_rate: the decay factor.
-        optimizer: ``sgd`` or ``adam``.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay (coupled).
     """
 
     name = "scrub"
 
-    lr: float = 5e-4
-    epochs: int = 5
     msteps: int = 3
-    batch_size: int = 64
     forget_batch_size: int = 32
     temperature: float = 4.0
     alpha: float = 0.001
     gamma: float = 0.99
     lr_decay_epochs: list[int] = field(default_factory=lambda: [3, 5, 9])
     lr_decay_rate: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
 
     def schedule(self, problem: Problem) -> Schedule:
         """The step sequence: per epoch, forget max-steps (first ``msteps``), retain min-steps."""

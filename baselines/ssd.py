@@ -21,9 +21,9 @@ import torch
 
 from dmm.ensemble import Ensemble
 from dmm.unlearning.base import Method, Problem
-from dmm.unlearning.finetune import stream
+from dmm.unlearning.finetune import salt, stream
 
-from ._common import params, salt, squared_grads
+from ._common import params, squared_grads
 
 
 def dampen(weights: torch.Tensor, imp_forget: torch.Tensor, imp_full: torch.Tensor,
@@ -53,9 +53,8 @@ class SSD(Method):
     def importances(self, problem: Problem, ensemble: Ensemble
                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(I_F, I_D)``, each shaped like ``ensemble.parameters()``."""
-        keys = list(problem.keys)
-        forget = stream(problem.forget, keys, 1, self.batch_size, salt("ssd/forget"))
-        full = stream(problem.trained, keys, 1, self.batch_size, salt("ssd/full"))
+        forget = stream(problem.forget, problem.keys, 1, self.batch_size, salt("ssd/forget"))
+        full = stream(problem.trained, problem.keys, 1, self.batch_size, salt("ssd/full"))
         return squared_grads(problem, ensemble, forget), squared_grads(problem, ensemble, full)
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:

@@ -22,7 +22,7 @@ _EXPORTS = {
     "Task": "dmm.tasks",
     "Ensemble": "dmm.ensemble",
     "train_ensemble": "dmm.training",
-    "model_key": "dmm.training",
+    "model_key": "dmm.recipe",
     "train_fleet": "dmm.fleet",
     "load_fleet": "dmm.fleet",
     "Fleet": "dmm.fleet",
@@ -32,7 +32,10 @@ _EXPORTS = {
     "unlearn": "dmm.unlearning.api",
     "unlearn_checkpoint": "dmm.unlearning.api",
     "Problem": "dmm.unlearning.base",
-    "get_method": "dmm.unlearning.base",
+    "Inputs": "dmm.unlearning.base",
+    "method_class": "dmm.unlearning.registry",
+    "configured_method": "dmm.unlearning.configs",
+    "Splits": "dmm.evals.splits",
     "DmmError": "dmm.errors",
 }
 _SUBPACKAGES = {"attribution", "unlearning", "baselines", "evals", "tasks"}

@@ -1,220 +1,297 @@
 """The ``dmm`` command line: one subcommand per stage of the pipeline.
 
-Every subcommand documents itself (``dmm <command> --help``). Bad input prints one line,
+Every subcommand is built here, in one place, from the signature and docstring of the
+library function it calls: its parameters become flags (``--shard_size``: the
+parameter's name), their types and defaults the flags' types and defaults, their
+docstring lines the help. What the command line gives differently from Python (a task
+by name, a forget set as an index file, attribution artifacts and oracle fleets as
+directories, hyperparameters as ``--set KEY=VALUE``) is turned into the function's
+arguments by the few :class:`Adapter` objects below. Bad input prints one line,
 ``dmm: error: ...``, and exits with status 2 without writing anything.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
-import time
+import types
+import typing
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
-from jsonargparse import ArgumentParser
+import docstring_parser
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
-from dmm.attribution import commands as attribution_commands
 from dmm.errors import DmmError
-from dmm.evals import commands as eval_commands
 
-Device = Literal["auto", "cpu", "cuda"]
-WandbMode = Literal["offline", "online", "disabled"]
+REQUIRED = inspect.Parameter.empty
+
+
+def readable(hint: Any) -> str:
+    """A type hint as users read it: ``int``, ``Path | None``, ``list[float]``, ``one of a, b``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else readable(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(map(readable, args))}]"
+    return getattr(hint, "__name__", str(hint))
+
+
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with readable types."""
+
+    def _get_type_str(self, action: Any) -> str | None:  # noqa: ANN401
+        hint = getattr(action, "_typehint", None) or action.type
+        return None if hint is None else readable(hint)
 
 
 class Parser(ArgumentParser):
     """jsonargparse parser whose errors are one line on stderr and exit status 2."""
 
-    def error(self, message: str, *args, **kwargs) -> NoReturn:  # noqa: ARG002
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message: str, *args: Any, **kwargs: Any) -> NoReturn:  # noqa: ARG002
         print(f"dmm: error: {' '.join(str(message).split())}", file=sys.stderr)
         sys.exit(2)
 
 
-def _task_args(p: Parser) -> None:
-    p.add_argument("--task", default="digits",
-                   help="task name (configs/tasks/<name>.yaml) or a task YAML path")
-    p.add_argument("--data", type=str, default=None,
-                   help="local data for tasks that need it: cifar10 directory or tensors file")
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag an adapter adds."""
+
+    name: str
+    type: Any
+    help: str
+    default: Any = None  # REQUIRED: the flag must be given
+    nargs: str | None = None
 
 
-def _common(p: Parser) -> None:
-    p.add_argument("--device", type=Device, default="auto", help="auto, cpu or cuda")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output (only once the new one is complete)")
+@dataclass(frozen=True)
+class Adapter:
+    """Command-line inputs that become some of a function's arguments: ``resolve(args,
+    given)`` returns them from the parsed flags and the arguments resolved so far."""
+
+    flags: tuple[Flag, ...]
+    provides: tuple[str, ...]
+    resolve: Callable[[Any, dict[str, Any]], dict[str, Any]]
 
 
-# ---------------------------------------------------------------- tasks
-def tasks_parser() -> Parser:
-    return Parser(description="List the tasks shipped in configs/tasks.")
-
-
-def run_tasks(args) -> None:  # noqa: ANN001
-    from dmm.tasks import TASK_DIR, task_names
-
-    for name in task_names():
-        first = (TASK_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
-        print(f"{name:12s} {first}")
-
-
-# ---------------------------------------------------------------- train
-def train_parser() -> Parser:
-    p = Parser(description="Train one model of a task with its recipe and write a checkpoint "
-               "(safetensors weights + metadata). Logs to CSV and to wandb (offline by default).")
-    _task_args(p)
-    p.add_argument("--out", type=Path, required=True,
-                   help="checkpoint path, e.g. runs/digits/model.ckpt")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model's init and data order")
-    p.add_argument("--wandb", type=WandbMode, default="offline",
-                   help="wandb logging: offline (default, no account), online or disabled")
-    _common(p)
-    return p
-
-
-def run_train(args) -> None:  # noqa: ANN001
-    from dmm.checkpoint import save_checkpoint
-    from dmm.logging import make_loggers
+def _task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     from dmm.tasks import load_task
-    from dmm.training import model_key, train_ensemble
 
-    out: Path = args.out
-    if out.exists() and not args.overwrite:
-        raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
-    if out.is_dir():
-        raise DmmError(f"output {out} is a directory, not a checkpoint file")
-    task = load_task(args.task, args.data)
-    key = model_key(args.seed, 0)
-    loggers = make_loggers(out.parent / "logs", out.stem, args.wandb, config={
-        "task": task.name, "seed": args.seed, "recipe": vars(task.recipe)})
-    t0 = time.perf_counter()
-    ens = train_ensemble(task, [key], device=args.device, logger=loggers, progress=True)
-    seconds = time.perf_counter() - t0
-    acc = _accuracies(ens, task)
-    for lg in loggers:
-        lg.log_metrics({f"accuracy/{k}": v for k, v in acc.items()})
-        lg.finalize("success")
-    save_checkpoint(out, task, ens.model_state(0), key=key, seed=args.seed,
-                    recipe=vars(task.recipe), accuracy=acc, train_seconds=seconds,
-                    examples_processed=task.recipe.examples(task.data.n_train))
-    print(f"train accuracy {acc['train']:.4f}  validation accuracy {acc['val']:.4f}  "
-          f"({seconds:.1f} s)  wrote {out}")
+    return {"task": load_task(args.task, args.data)}
 
 
-def _accuracies(ens, task) -> dict[str, float]:  # noqa: ANN001
-    logits = ens.predict(task.data.x_all)[0]
-    correct = (logits.argmax(-1) == task.data.y_all).float()
-    n = task.data.n_train
-    return {"train": correct[:n].mean().item(), "val": correct[n:].mean().item()}
+def _checkpoint_task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
+    from dmm.checkpoint import read_checkpoint
+    from dmm.tasks import load_task
+
+    _, meta = read_checkpoint(args.checkpoint)
+    return {"task": load_task(args.task or meta["task"], args.data)}
 
 
-# ---------------------------------------------------------------- fleet
-def fleet_parser() -> Parser:
-    p = Parser(description="Train a fleet of models (vectorised with torch.func when the "
-               "model allows), storing each model's mask and logits on all points. Resumable: "
-               "re-run the same command after an interruption.")
-    _task_args(p)
-    p.add_argument("--kind", type=Literal["original", "oracle", "datamodel"], required=True,
-                   help="original (all data), oracle (all but --forget), datamodel (random halves)")
-    p.add_argument("--models", type=int, required=True, help="number of models")
-    p.add_argument("--out", type=Path, required=True, help="fleet directory")
-    p.add_argument("--forget", type=Path, default=None,
-                   help="forget set index file (.txt/.csv/.npy/.json), for --kind oracle")
-    p.add_argument("--seed", type=int, default=0, help="fleet seed")
-    p.add_argument("--alpha", type=float, default=0.5, help="subset probability (datamodel)")
-    p.add_argument("--shard_size", type=int, default=256, help="models trained together")
-    p.add_argument("--dtype", type=Literal["float32", "float16"], default="float32",
-                   help="storage type of the logits")
-    p.add_argument("--save_weights", type=bool | None, default=None,
-                   help="keep weights (default: true for original/oracle, false for datamodel)")
-    _common(p)
-    return p
-
-
-def run_fleet(args) -> None:  # noqa: ANN001
-    from dmm.fleet import shard_summary, train_fleet
+def _forget(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     from dmm.forget_sets import read_indices
-    from dmm.tasks import load_task
 
-    if args.models < 1:
-        raise DmmError(f"--models must be a positive integer, got {args.models}")
-    if args.out.exists() and not args.overwrite:
-        raise DmmError(f"output {args.out} already exists (pass --overwrite to replace it)")
-    task = load_task(args.task, args.data)
-    forget = read_indices(args.forget, task.data.n_train) if args.forget else None
-    t0 = time.perf_counter()
-    fleet = train_fleet(task, args.kind, args.models, args.out, seed=args.seed, forget=forget,
-                        alpha=args.alpha, shard_size=args.shard_size, dtype=args.dtype,
-                        save_weights=args.save_weights, device=args.device,
-                        overwrite=args.overwrite)
-    s = shard_summary(fleet)
-    print(f"{len(fleet)} {args.kind} models of {task.name}: validation accuracy "
-          f"{s['val_accuracy_mean']:.4f} ± {s['val_accuracy_std']:.4f}, "
-          f"{s['seconds_per_model'] * 1000:.0f} ms per model; "
-          f"{time.perf_counter() - t0:.1f} s in this run; wrote {args.out}")
+    if args.forget is None:
+        return {"forget": None}
+    return {"forget": read_indices(args.forget, given["task"].data.n_train)}
 
 
-# ---------------------------------------------------------------- unlearn
-def unlearn_parser() -> Parser:
-    p = Parser(description="Unlearn a forget set from a checkpoint: writes the new checkpoint "
-               "(which records every index it has forgotten, so later requests compose) and "
-               "a report <out>.json (method, hyperparameters, wall time, compute as a fraction "
-               "of one retraining, accuracy before/after on forget/retain/validation).")
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint to unlearn")
-    p.add_argument("--forget", type=Path, required=True,
-                   help="index file of training examples to delete (.txt/.csv/.npy/.json)")
-    p.add_argument("--out", type=Path, required=True, help="new checkpoint path")
-    p.add_argument("--method", default="dmm",
-                   help="dmm (default), om, or a baseline: ga, gd, neggrad-plus, scrub, "
-                   "random-labels, salun, l1-sparse, ssd, retrain, do-nothing")
-    p.add_argument("--attribution", type=Path, default=None,
-                   help="attribution artifact (dmm attribute) for dmm")
-    p.add_argument("--oracles", type=Path, default=None,
-                   help="oracle fleet for this forget set, for om")
-    p.add_argument("--task", default=None, help="task (default: the checkpoint's)")
-    p.add_argument("--data", type=str, default=None, help="local data for cifar10/tensors")
-    p.add_argument("--set", type=str, default=[], nargs="+", metavar="KEY=VALUE",
-                   help="hyperparameter overrides, e.g. --set lr=1e-3 epochs=4 "
-                   "(defaults: configs/methods/<method>.yaml)")
-    _common(p)
-    return p
-
-
-def _overrides(items: list[str]) -> dict:
-    import yaml
+def _hparams(args: Any) -> dict[str, Any]:
+    """``--set KEY=VALUE ...`` as the method's hyperparameters, each parsed as YAML and
+    checked against the method."""
+    from dmm.config import parse_yaml
+    from dmm.unlearning.configs import checked_hparams
 
     out = {}
-    for item in items:
+    for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DmmError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
+        out[key] = parse_yaml(value)
+    return checked_hparams(args.method, out, "--set")
 
 
-def run_unlearn(args) -> None:  # noqa: ANN001
-    from dmm.checkpoint import read_checkpoint
-    from dmm.forget_sets import read_indices
-    from dmm.tasks import load_task
-    from dmm.unlearning.api import unlearn_checkpoint
+def _predictor(args: Any, task: Any, needed: bool) -> Any:
+    if not needed:
+        return None
+    from dmm.attribution import load
+    from dmm.unlearning.base import Inputs
 
-    _, meta = read_checkpoint(args.checkpoint)
-    task = load_task(args.task or meta["task"], args.data)
-    forget = read_indices(args.forget, task.data.n_train)
-    predictor = oracle = None
-    if args.method in ("dmm", "dm-direct"):
-        if args.attribution is None:
-            raise DmmError(f"method {args.method} needs --attribution DIR (from dmm attribute)")
-        from dmm.attribution import load
+    if args.attribution is None:
+        raise DmmError(f"method {args.method!r} needs {Inputs.DESCRIPTIONS['predictor']}")
+    return load(args.attribution, task)
 
-        predictor = load(args.attribution, task)
-    if args.method == "om":
+
+def _method_inputs(args: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """What the method requires (an attribution backend, oracles) from directories, and
+    its hyperparameters."""
+    from dmm.unlearning.base import Inputs
+    from dmm.unlearning.registry import method_class
+
+    cls, task = method_class(args.method), given["task"]
+    hparams = _hparams(args)
+    oracle = None
+    if "oracle" in cls.requires:
         if args.oracles is None:
-            raise DmmError("method om needs --oracles DIR (an oracle fleet for this forget set)")
+            raise DmmError(f"method {args.method!r} needs {Inputs.DESCRIPTIONS['oracle']}")
         from dmm.attribution import OraclePredictor
         from dmm.fleet import load_fleet
 
         oracle = OraclePredictor(load_fleet(args.oracles, task))
-    report = unlearn_checkpoint(args.checkpoint, task, forget, args.out, args.method, predictor,
-                                oracle, args.device, args.overwrite, **_overrides(args.set))
+    return {"predictor": _predictor(args, task, "predictor" in cls.requires),
+            "oracle": oracle, "hparams": hparams}
+
+
+def _ulira(args: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """A U-LiRA job of the evaluated method on a shadow fleet, when one is given (the
+    shadows' own oracles, for a method that requires oracles, are trained beside it)."""
+    if args.shadows is None:
+        return {"ulira": None}
+    from dmm.evals.ulira_harness import ulira_job
+    from dmm.fleet import FleetCache, load_fleet
+    from dmm.tasks import load_task
+    from dmm.unlearning.base import Inputs
+    from dmm.unlearning.configs import configured_method
+    from dmm.unlearning.registry import method_class
+
+    if args.method is None:
+        raise DmmError("--shadows needs --method (the method whose U-LiRA is computed)")
+    shadows = load_fleet(args.shadows)
+    task = load_task(args.task or shadows.manifest["task"], args.data)
+    cls = method_class(args.method)
+    inputs = Inputs(predictor=_predictor(args, task, "predictor" in cls.requires))
+    cache = FleetCache(args.shadows.parent / f"{args.shadows.name}-ulira-oracles", task,
+                       progress=False)
+    return {"ulira": ulira_job(
+        task, configured_method(args.method, **_hparams(args)), shadows, args.ulira_targets,
+        args.ulira_forget, inputs=inputs,
+        oracles=lambda masks: cache.get(f"oracles_{args.ulira_forget}", "subset", len(masks),
+                                        seed=6, masks=masks))}
+
+
+TASK = Adapter((Flag("task", str, "task name (configs/tasks/<name>.yaml) or a task YAML path",
+                     "digits"),
+                Flag("data", str | None, "local data for tasks that need it: a cifar10 "
+                     "directory or a tensors file")), ("task",), _task)
+CHECKPOINT_TASK = Adapter((Flag("task", str | None, "task (default: the checkpoint's)"),
+                           Flag("data", str | None, "local data for cifar10/tensors tasks")),
+                          ("task",), _checkpoint_task)
+FORGET = Adapter((Flag("forget", Path | None, "forget set index file (.txt/.csv/.npy/.json), "
+                      "for oracle fleets"),), ("forget",), _forget)
+REQUEST = Adapter((Flag("forget", Path, "index file of the training examples to delete "
+                        "(.txt/.csv/.npy/.json)", REQUIRED),), ("forget",), _forget)
+METHOD_INPUTS = Adapter(
+    (Flag("attribution", Path | None, "attribution artifact (dmm attribute), for dmm and "
+          "dm-direct"),
+     Flag("oracles", Path | None, "oracle fleet for this forget set, for om"),
+     Flag("set", list[str], "hyperparameter overrides, e.g. --set lr=1e-3 epochs=4 "
+          "(defaults: configs/methods/<method>.yaml)", [], "+")),
+    ("predictor", "oracle", "hparams"), _method_inputs)
+ULIRA = Adapter(
+    (Flag("shadows", Path | None, "U-LiRA: shadow fleet (random halves, weights kept) to "
+          "unlearn with --method"),
+     Flag("ulira_targets", int, "U-LiRA: shadow models held out as targets", 16),
+     Flag("ulira_forget", int, "U-LiRA: examples each shadow forgets", 50),
+     Flag("task", str | None, "U-LiRA: task name or YAML path (default: the shadow fleet's)"),
+     Flag("data", str | None, "U-LiRA: local data for cifar10/tensors tasks"),
+     Flag("attribution", Path | None, "U-LiRA: attribution artifact, for dmm and dm-direct"),
+     Flag("set", list[str], "U-LiRA: hyperparameter overrides of --method", [], "+")),
+    ("ulira",), _ulira)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the library function it calls, its adapters, what it prints."""
+
+    call: Callable[..., Any]
+    help: str
+    adapters: tuple[Adapter, ...] = ()
+    skip: tuple[str, ...] = ()
+    report: Callable[[Any, Any], None] = lambda result, args: None
+
+    def parser(self) -> Parser:
+        doc = docstring_parser.parse(inspect.getdoc(self.call) or "")
+        p = Parser(description=" ".join(f"{doc.short_description or ''} "
+                                        f"{doc.long_description or ''}".split()))
+        names = set()
+        for adapter in self.adapters:
+            for flag in adapter.flags:
+                if flag.name not in names:
+                    _add(p, flag.name, flag.type, flag.default, flag.help, flag.nargs)
+                    names.add(flag.name)
+        provided = {n for a in self.adapters for n in a.provides}
+        helps = {d.arg_name: " ".join((d.description or "").split()) for d in doc.params}
+        hints = typing.get_type_hints(self.call)
+        for name, param in inspect.signature(self.call).parameters.items():
+            if (name in provided or name in self.skip or name in names
+                    or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL)):
+                continue
+            _add(p, name, hints[name], param.default, helps.get(name, ""))
+        return p
+
+    def __call__(self, args: Any) -> None:
+        given: dict[str, Any] = {}
+        for adapter in self.adapters:
+            given.update(adapter.resolve(args, given))
+        hparams = given.pop("hparams", {})
+        params = inspect.signature(self.call).parameters
+        kwargs = {k: v for k, v in vars(args).items() if k in params and k not in given}
+        self.report(self.call(**kwargs, **given, **hparams), args)
+
+
+def _add(p: Parser, name: str, hint: Any, default: Any, help_: str,
+         nargs: str | None = None) -> None:
+    if hint is bool and default is False:
+        p.add_argument(f"--{name}", action="store_true", help=help_)
+    elif nargs is not None:  # KEY=VALUE lists, as in --set lr=1e-3 epochs=4
+        p.add_argument(f"--{name}", type=str, nargs=nargs, default=default, help=help_,
+                       metavar="KEY=VALUE")
+    elif default is REQUIRED:
+        p.add_argument(f"--{name}", type=hint, required=True, help=help_)
+    else:
+        p.add_argument(f"--{name}", type=hint, default=default, help=help_)
+
+
+# ---------------------------------------------------------------- what each command prints
+def _print_tasks(result: dict[str, str], args: Any) -> None:
+    for name, description in result.items():
+        print(f"{name:12s} {description}")
+
+
+def _print_train(meta: dict, args: Any) -> None:
+    acc = meta["accuracy"]
+    print(f"train accuracy {acc['train']:.4f}  validation accuracy {acc['val']:.4f}  "
+          f"({meta['train_seconds']:.1f} s)  wrote {args.out}")
+
+
+def _print_fleet(fleet: Any, args: Any) -> None:
+    from dmm.fleet import shard_summary
+
+    s = shard_summary(fleet)
+    print(f"{len(fleet)} {args.kind} models of {fleet.manifest['task']}: validation accuracy "
+          f"{s['val_accuracy_mean']:.4f} ± {s['val_accuracy_std']:.4f}, "
+          f"{s['seconds_per_model'] * 1000:.0f} ms per model; wrote {args.out}")
+
+
+def _print_attribute(attr: Any, args: Any) -> None:
+    lds = attr.info["lds"]["validation"]
+    print(f"{args.backend} ({attr.info['solver']}): LDS {lds:.4f} on validation targets, "
+          f"scale s = {attr.scale:.3f}, {attr.info['fit_seconds']:.0f} s; wrote {args.out}")
+
+
+def _print_forget_sets(sets: dict, args: Any) -> None:
+    print(f"{len(sets)} forget sets ({', '.join(sets)}); wrote {args.out or 'runs/<task>/'}")
+
+
+def _print_unlearn(report: dict, args: Any) -> None:
     a, b = report["accuracy_before"], report["accuracy_after"]
     print(f"{report['method']}: forgot {len(report['forget_request'])} examples "
           f"({len(report['forgotten'])} in total) in {report['seconds']:.1f} s, "
@@ -224,59 +301,72 @@ def run_unlearn(args) -> None:  # noqa: ANN001
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 
-# ---------------------------------------------------------------- bench
-def bench_parser() -> Parser:
-    p = Parser(description="Benchmark every method of a config on the task's forget-set "
-               "suite: fleets of N originals and oracles (cached in <out>/cache and reused), "
-               "grid search per forget set on one pair of fleets, report on a fresh pair, "
-               "KLoM beside the noise floor, U-LiRA, compute. Writes results.csv/.md, "
-               "selection.csv, grid.csv, pareto.png, histograms/ and a wandb run.")
-    p.add_argument("--config", type=Path, default=Path("configs/bench/digits.yaml"),
-                   help="bench config (configs/bench/<task>.yaml)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="run directory (default runs/bench/<config name>[-quick])")
-    p.add_argument("--quick", action="store_true",
-                   help="the config's quick profile: tiny fleets, one grid point per method")
-    p.add_argument("--data", type=str, default=None,
-                   help="local data directory for cifar10/tensors (overrides the config's)")
-    p.add_argument("--wandb", type=WandbMode, default="offline",
-                   help="wandb logging: offline (default, no account), online or disabled")
-    p.add_argument("--device", type=Device, default="auto", help="auto, cpu or cuda")
-    return p
+def _print_eval(report: dict, args: Any) -> None:
+    from dmm.evals.report import klom_table_markdown
+
+    print(klom_table_markdown(report), end="")
+    m = report["metrics"]
+    acc = m.get("accuracy")
+    if acc and acc["unlearned"] is not None:
+        print("accuracy (oracle -> unlearned): " + ", ".join(
+            f"{k} {acc['oracle'][k]['mean']:.3f} -> {acc['unlearned'][k]['mean']:.3f}"
+            for k in acc["oracle"]))
+    if "competition_score" in m:
+        score = m["competition_score"]["score"]
+        print(f"competition score {'-' if score is None else f'{score:.3f}'}")
+    if "loss_attack" in m:
+        lt = m["loss_attack"]
+        print(f"loss-threshold AUC oracle {lt['oracle']['auc_mean']:.3f}, unlearned "
+              f"{lt['unlearned']['auc_mean']:.3f}")
+    if m.get("ulira", {}).get("auc") is not None:
+        print(f"U-LiRA AUC {m['ulira']['auc']:.3f}")
+    print(f"wrote {args.out} in {report['seconds']:.1f} s")
 
 
-def run_bench_command(args) -> None:  # noqa: ANN001
-    from dmm.bench import load_bench_config, run_bench
-
-    cfg = load_bench_config(args.config, quick=args.quick)
-    if args.data is not None:
-        cfg.data = args.data
-    out = args.out or Path("runs/bench") / (args.config.stem + ("-quick" if args.quick else ""))
-    run_bench(cfg, out, device=args.device, wandb=args.wandb)
+def _print_bench(out: Path, args: Any) -> None:
     print(f"wrote {out}/results.csv, results.md, pareto.png, histograms/")
 
 
-COMMANDS = {
-    "tasks": (tasks_parser, run_tasks, "list the available tasks"),
-    "train": (train_parser, run_train, "train one model and write a checkpoint"),
-    "fleet": (fleet_parser, run_fleet, "train a fleet of models (originals, oracles, datamodels)"),
-    "unlearn": (unlearn_parser, run_unlearn, "unlearn a forget set from a checkpoint"),
-    "bench": (bench_parser, run_bench_command, "benchmark every method on many forget sets"),
-    "attribute": (attribution_commands.attribute_parser, attribution_commands.run_attribute,
-                  "fit an attribution backend (datamodels or TRAK) and save it"),
-    "forget-sets": (attribution_commands.forget_sets_parser, attribution_commands.run_forget_sets,
-                    "write a task's forget sets (random, PC top-k, class-concentrated)"),
-    "eval": (eval_commands.eval_parser, eval_commands.run_eval,
-             "evaluate unlearned models against oracles (KLoM, accuracy, MIA) as a report"),
-}
+def commands() -> dict[str, Command]:
+    """Every subcommand (the library is imported only here, when the CLI runs)."""
+    from dmm.attribution.build import attribute
+    from dmm.attribution.forget_suite import write_forget_sets
+    from dmm.bench.runner import bench
+    from dmm.evals.evaluate import evaluate
+    from dmm.fleet import train_fleet
+    from dmm.tasks import describe_tasks
+    from dmm.training import train_checkpoint
+    from dmm.unlearning.api import unlearn_checkpoint
+
+    return {
+        "tasks": Command(describe_tasks, "list the available tasks", report=_print_tasks),
+        "train": Command(train_checkpoint, "train one model and write a checkpoint", (TASK,),
+                         report=_print_train),
+        "fleet": Command(train_fleet, "train a fleet of models (originals, oracles, datamodels)",
+                         (TASK, FORGET), skip=("masks", "reuse", "progress"),
+                         report=_print_fleet),
+        "attribute": Command(attribute, "fit an attribution backend (datamodels or TRAK) and "
+                             "save it", (TASK,), report=_print_attribute),
+        "forget-sets": Command(write_forget_sets, "write a task's forget sets (random, PC "
+                               "top-k, class-concentrated)", (TASK,), report=_print_forget_sets),
+        "unlearn": Command(unlearn_checkpoint, "unlearn a forget set from a checkpoint",
+                           (CHECKPOINT_TASK, REQUEST, METHOD_INPUTS), report=_print_unlearn),
+        "eval": Command(evaluate, "evaluate unlearned models against oracles (KLoM, accuracy, "
+                        "MIA) as a report", (ULIRA,), report=_print_eval),
+        "bench": Command(bench, "benchmark every method on many forget sets",
+                         report=_print_bench),
+    }
 
 
-def build_parser() -> Parser:
+COMMANDS = ("tasks", "train", "fleet", "attribute", "forget-sets", "unlearn", "eval", "bench")
+
+
+def build_parser(table: dict[str, Command]) -> Parser:
     p = Parser(prog="dmm", description="Machine unlearning by Datamodel Matching: fleets, "
                "attribution, unlearning, evaluation (KLoM) and benchmarks.")
     sub = p.add_subcommands(dest="command")
-    for name, (make, _, help_) in COMMANDS.items():
-        sub.add_subcommand(name, make(), help=help_)
+    for name, command in table.items():
+        sub.add_subcommand(name, command.parser(), help=command.help)
     return p
 
 
@@ -286,10 +376,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dmm`` console script."""
-    args = build_parser().parse_args(argv)
+    table = commands()
+    args = build_parser(table).parse_args(argv)
     warnings.showwarning = _one_line_warning
     try:
-        COMMANDS[args.command][1](args[args.command])
+        table[args.command](args[args.command])
     except DmmError as e:
         print(f"dmm: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -61,6 +61,15 @@ class Recipe:
         return self.epochs * self.steps_per_epoch(n_train) * self.batch_size
 
 
+def model_key(seed: int, model_id: int) -> int:
+    """The random key of model ``model_id`` of a fleet seeded with ``seed``.
+
+    It seeds the model's initialisation, data order and augmentation, independently of
+    which other models train beside it (so a fleet's shards can be recomputed exactly).
+    """
+    return int(np.random.SeedSequence([seed, model_id]).generate_state(1)[0])
+
+
 def make_optimizer(
     params: Iterable[torch.nn.Parameter],
     name: str,

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -15,7 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dmm.ensemble import Ensemble
-from dmm.recipe import Recipe, lr_factor, make_optimizer
+from dmm.errors import DmmError
+from dmm.recipe import Recipe, lr_factor, make_optimizer, model_key
 from dmm.tasks import Task
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
@@ -25,15 +29,6 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
 
 PAD = 4  # crop_flip augmentation padding
-
-
-def model_key(seed: int, model_id: int) -> int:
-    """The random key of model ``model_id`` of a fleet seeded with ``seed``.
-
-    It seeds the model's initialisation, data order and augmentation, independently of
-    which other models train beside it (so a fleet's shards can be recomputed exactly).
-    """
-    return int(np.random.SeedSequence([seed, model_id]).generate_state(1)[0])
 
 
 class BatchStream(Dataset):
@@ -188,6 +183,19 @@ def weighted_mean(per_example: torch.Tensor, weight: torch.Tensor) -> torch.Tens
     return (per_example * weight).sum(1) / weight.sum(1).clamp_min(1.0)
 
 
+def per_model_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
+                 label_smoothing: float = 0.0, total: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Each model's mean cross-entropy over its real slots: logits [K, B, C], labels and
+    weight [K, B] -> [K]. ``total`` [K] divides instead of each model's slot count (a mean
+    over a whole pass of several batches)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
+                         label_smoothing=label_smoothing).view_as(weight)
+    if total is None:
+        return weighted_mean(ce, weight)
+    return (ce * weight).sum(1) / total.clamp_min(1.0)
+
+
 class EnsembleModule(pl.LightningModule):
     """Base of every Lightning module of the project: an :class:`Ensemble` and the data
     tensors it reads minibatches from (moved to the training device with the module)."""
@@ -206,6 +214,14 @@ class EnsembleModule(pl.LightningModule):
         """Logits of model k on its own minibatch idx[k]: [K, B, C]."""
         return self.ensemble(self.inputs(idx, aug))
 
+    def ce(self, batch: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
+           label_smoothing: float = 0.0) -> torch.Tensor:
+        """Per-model mean cross-entropy on a stream batch: [K]. ``labels`` [K, B] override
+        the true labels (e.g. random labels)."""
+        y = self.y[batch["idx"]] if labels is None else labels
+        return per_model_ce(self.logits(batch["idx"], batch.get("aug")), y, batch["weight"],
+                            label_smoothing)
+
 
 class TrainModule(EnsembleModule):
     """Trains an ensemble with a task's recipe: cross-entropy, SGD/Adam, per-step schedule."""
@@ -219,12 +235,7 @@ class TrainModule(EnsembleModule):
         self.steps_per_epoch = steps_per_epoch
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.logits(batch["idx"], batch.get("aug"))
-        ce = F.cross_entropy(
-            logits.flatten(0, 1), self.y[batch["idx"]].flatten(),
-            label_smoothing=self.recipe.label_smoothing, reduction="none",
-        ).view_as(batch["weight"])
-        loss = weighted_mean(ce, batch["weight"])
+        loss = self.ce(batch, label_smoothing=self.recipe.label_smoothing)
         self.log("train_loss", loss.mean(), prog_bar=True)
         return loss.sum()
 
@@ -280,3 +291,45 @@ def train_ensemble(
                          stream.steps_per_epoch)
     make_trainer(device, logger, progress, max_epochs=recipe.epochs).fit(module, stream.loader())
     return ensemble.cpu()
+
+
+def train_checkpoint(task: Task, out: Path, seed: int = 0,
+                     wandb: Literal["offline", "online", "disabled"] = "offline",
+                     device: Literal["auto", "cpu", "cuda"] = "auto",
+                     overwrite: bool = False) -> dict:
+    """Train one model of a task with its recipe and write a checkpoint (safetensors
+    weights and metadata); logs go to CSV and wandb beside it. Returns the metadata.
+
+    Args:
+        task: the task whose recipe trains the model.
+        out: checkpoint path, e.g. runs/digits/model.ckpt.
+        seed: seed of the model's initialisation and data order.
+        wandb: wandb logging: offline (no account), online or disabled.
+        device: auto (CUDA when present), cpu or cuda.
+        overwrite: replace an existing checkpoint (only once the new one is complete).
+    """
+    from dmm.checkpoint import save_checkpoint
+    from dmm.evals.accuracy import accuracy
+    from dmm.logging import make_loggers
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
+    if out.is_dir():
+        raise DmmError(f"output {out} is a directory, not a checkpoint file")
+    key = model_key(seed, 0)
+    loggers = make_loggers(out.parent / "logs", out.stem, wandb, config={
+        "task": task.name, "seed": seed, "recipe": vars(task.recipe)})
+    t0 = time.perf_counter()
+    ens = train_ensemble(task, [key], device=device, logger=loggers, progress=True)
+    seconds = time.perf_counter() - t0
+    logits, n = ens.predict(task.data.x_all)[0], task.data.n_train
+    acc = {"train": accuracy(logits[:n], task.data.y_train),
+           "val": accuracy(logits[n:], task.data.y_val)}
+    for lg in loggers:
+        lg.log_metrics({f"accuracy/{k}": v for k, v in acc.items()})
+        lg.finalize("success")
+    meta = dict(key=key, seed=seed, recipe=vars(task.recipe), accuracy=acc,
+                train_seconds=seconds, examples_processed=task.recipe.examples(n))
+    save_checkpoint(out, task, ens.model_state(0), **meta)
+    return meta

@@ -2,6 +2,8 @@
 
 Everything works on plain arrays (numpy, or torch tensors, converted on entry).
 KLoM's direction is KL(oracle || unlearned): the oracle fleet is the reference p.
+:mod:`~dmm.evals.metrics` makes the metrics components that ``dmm eval``
+(:func:`evaluate`) and ``dmm bench`` run from one list.
 """
 
 from .accuracy import accuracy, accuracy_by_split
@@ -16,13 +18,20 @@ from .membership import (
     loss_threshold_attack,
     ulira,
 )
+from .metrics import DEFAULT_METRICS, METRICS, Case, Outputs, columns, evaluate_case
 from .plots import plot_margin_histograms
-from .report import klom_report, klom_table_markdown
+from .report import klom_block, klom_table_markdown
 from .roc import balanced_accuracy_at, best_balanced_accuracy, roc_auc, roc_curve, tpr_at_fpr
+from .splits import Splits
 
 __all__ = [
+    "DEFAULT_METRICS",
     "KLOM_CAP",
     "KLOM_DIRECTION",
+    "METRICS",
+    "Case",
+    "Outputs",
+    "Splits",
     "accuracy",
     "accuracy_by_split",
     "balanced_accuracy_at",
@@ -30,10 +39,12 @@ __all__ = [
     "competition_epsilon_points",
     "competition_epsilons",
     "competition_score",
+    "columns",
     "confidence",
+    "evaluate_case",
     "klom",
     "klom_bin_edges",
-    "klom_report",
+    "klom_block",
     "klom_summary",
     "klom_table_markdown",
     "lds",

@@ -19,15 +19,22 @@ def _correct(logits: Any, labels: Any) -> np.ndarray:
     return z.argmax(axis=-1) == y  # ties go to the lowest class index
 
 
-def accuracy(logits: Any, labels: Any) -> float | np.ndarray:
+def accuracy(logits: Any, labels: Any, mask: Any = None) -> float | np.ndarray:
     """Fraction of points whose argmax logit is the label.
 
     logits [P, C] gives a float; a fleet [M, P, C] gives per-model accuracies [M].
+    ``mask`` ([P] or [M, P] bool) restricts each model to its own points; a model with no
+    masked point gets NaN.
     """
     correct = _correct(logits, labels)
-    if correct.shape[-1] == 0:
-        raise ValueError("accuracy of zero points is undefined")
-    acc = correct.mean(axis=-1)
+    if mask is None:
+        if correct.shape[-1] == 0:
+            raise ValueError("accuracy of zero points is undefined")
+        acc = correct.mean(axis=-1)
+    else:
+        m = np.broadcast_to(np.asarray(mask, dtype=bool), correct.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = (correct & m).sum(axis=-1) / m.sum(axis=-1)
     return float(acc) if acc.ndim == 0 else acc
 
 

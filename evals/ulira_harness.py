@@ -31,13 +31,14 @@ import numpy as np
 
 from dmm.errors import DmmError
 
+from .accuracy import accuracy
 from .margins import margins
 from .membership import ulira
 
 if TYPE_CHECKING:
     from dmm.fleet import Fleet
     from dmm.tasks import Task
-    from dmm.unlearning.base import Problem, Result
+    from dmm.unlearning.base import Inputs, Method, Problem, Result
 
 IN_DEFINITION = "unlearned models that trained on the example and were asked to forget it"
 OUT_DEFINITION = "unlearned models whose training half never contained the example"
@@ -105,12 +106,12 @@ def unlearn_fleet(
     *,
     chunk: int | None = None,
     device: str = "auto",
-    context: dict[str, Any] | None = None,
+    inputs: Inputs | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Apply ``method`` to every model of ``fleet``, model m forgetting ``forget[m]``.
 
-    Models are loaded and unlearned ``chunk`` at a time (default: all at once); ``context``
-    is passed to every :class:`~dmm.unlearning.base.Problem` (e.g. DMM's predictor). Returns
+    Models are loaded and unlearned ``chunk`` at a time (default: all at once); ``inputs``
+    go to every :class:`~dmm.unlearning.base.Problem` (e.g. DMM's predictor). Returns
     (logits [M, points, C] float32, diverged [M] bool, seconds, compute fraction).
     """
     from dmm.unlearning.base import Problem
@@ -125,7 +126,7 @@ def unlearn_fleet(
     for start in range(0, n_models, step):
         ids = list(range(start, min(start + step, n_models)))
         problem = Problem(task, fleet.ensemble(task, ids), forget[ids], fleet.masks[ids],
-                          [keys[j] for j in ids], device=device, context=context)
+                          [keys[j] for j in ids], device=device, inputs=inputs)
         result = method(problem)
         logits.append(np.asarray(result.logits.detach().cpu().numpy(), dtype=np.float32))
         diverged.append(np.asarray(result.diverged, dtype=bool))
@@ -134,11 +135,10 @@ def unlearn_fleet(
     return np.concatenate(logits), np.concatenate(diverged), seconds, fraction
 
 
-def _accuracy(correct: np.ndarray, mask: np.ndarray) -> float | None:
+def _mean_accuracy(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float | None:
     """Mean over models of each model's accuracy on its own masked points."""
-    n = mask.sum(1)
-    ok = n > 0
-    return float(((correct & mask).sum(1)[ok] / n[ok]).mean()) if ok.any() else None
+    acc = accuracy(logits, labels, mask)
+    return float(np.nanmean(acc)) if np.isfinite(acc).any() else None
 
 
 def run_ulira(
@@ -152,7 +152,8 @@ def run_ulira(
     pool: int | np.ndarray | None = None,
     chunk: int | None = None,
     device: str = "auto",
-    context: dict[str, Any] | None = None,
+    inputs: Inputs | None = None,
+    oracles: Callable[[np.ndarray], Fleet] | None = None,
     min_shadow: int = 2,
     fixed_variance: bool = False,
 ) -> dict[str, Any]:
@@ -169,7 +170,10 @@ def run_ulira(
         pool: candidate examples, a size or indices (default ``4 * forget_size``, so that
             about half of the pool examples in a model's half are forgotten).
         chunk: models unlearned per method call (bounds memory; default all).
-        context: extra inputs of the method (``Problem.context``), e.g. DMM's predictor.
+        inputs: what the method needs (``Problem.inputs``), e.g. DMM's predictor.
+        oracles: for a method that requires oracles (Oracle Matching): given the masks
+            [M, n_train] each model keeps (its half minus its forget set), a fleet of
+            models trained on exactly those masks.
         min_shadow, fixed_variance: see :func:`dmm.evals.ulira`.
 
     Returns the :func:`dmm.evals.ulira` dict plus the design, the method, and the
@@ -195,15 +199,22 @@ def run_ulira(
     forget = draw_forget_masks(trained, pool_idx, forget_size, rng)
 
     t0 = time.perf_counter()
+    if "oracle" in getattr(method, "requires", ()):
+        if oracles is None:
+            raise DmmError(f"U-LiRA of {method.name!r} needs oracles of the shadows' halves "
+                           "minus their forget sets")
+        from dmm.attribution.oracle import OraclePredictor
+        from dmm.unlearning.base import Inputs
+
+        inputs = Inputs(predictor=None if inputs is None else inputs.predictor,
+                        oracle=OraclePredictor(oracles(trained & ~forget)))
     logits, diverged, method_seconds, fraction = unlearn_fleet(
-        task, method, shadows, forget, chunk=chunk, device=device, context=context)
+        task, method, shadows, forget, chunk=chunk, device=device, inputs=inputs)
     labels = np.asarray(shadows.labels)
     pool_margins = margins(logits[:, pool_idx], labels[pool_idx])
     report = ulira_from_margins(pool_margins, trained[:, pool_idx], forget[:, pool_idx],
                                 is_target, min_shadow=min_shadow, fixed_variance=fixed_variance)
 
-    correct = logits.argmax(-1) == labels
-    train_ok, val_ok = correct[:, :n_train], correct[:, n_train:]
     name = getattr(method, "name", type(method).__name__)
     hparams = method.hparams() if hasattr(method, "hparams") else {}
     report.update({
@@ -222,9 +233,9 @@ def run_ulira(
         },
         "model_accuracy": {
             "models": f"{name}-unlearned shadow and target models",
-            "forget": _accuracy(train_ok, forget),
-            "retain": _accuracy(train_ok, trained & ~forget),
-            "validation": float(val_ok.mean()),
+            "forget": _mean_accuracy(logits[:, :n_train], labels[:n_train], forget),
+            "retain": _mean_accuracy(logits[:, :n_train], labels[:n_train], trained & ~forget),
+            "validation": float(accuracy(logits[:, n_train:], labels[n_train:]).mean()),
         },
         "diverged_models": int(diverged.sum()),
         "compute_fraction": float(fraction),
@@ -232,3 +243,10 @@ def run_ulira(
         "seconds": time.perf_counter() - t0,
     })
     return report
+
+
+def ulira_job(task: Task, method: Method, shadows: Fleet, n_targets: int, forget_size: int,
+              seed: int = 0, **kwargs: Any) -> Callable[[], dict[str, Any]]:
+    """U-LiRA of ``method`` as a job for :class:`dmm.evals.metrics.Case` (``kwargs`` as
+    :func:`run_ulira` takes them)."""
+    return lambda: run_ulira(task, method, shadows, n_targets, forget_size, seed, **kwargs)

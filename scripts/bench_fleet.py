@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dmm.recipe import lr_factor, make_optimizer
+from dmm.recipe import lr_factor, make_optimizer, model_key
 from dmm.tasks import Task, load_task
-from dmm.training import BatchStream, model_key, train_ensemble
+from dmm.training import BatchStream, train_ensemble
 
 
 def plain_loop(task: Task, key: int) -> torch.nn.Module:

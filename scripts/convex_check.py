@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dmm.convex import (  # noqa: E402
+from dmm.studies.convex import (  # noqa: E402
     METHOD_LABELS,
     METHODS,
     ConvexResult,

@@ -23,19 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from dmm.attribution.datamodels import fit_datamodels
-from dmm.attribution.experiments import ensure_attribution, ensure_fleet
 from dmm.attribution.quality import attribution_lds
+from dmm.attribution.store import cached_attribution
 from dmm.evals import margins
-from dmm.fleet import fleet_masks
+from dmm.fleet import FleetCache, fleet_masks
 from dmm.tasks import load_task
 
 
-def noise_ceiling(task, root: Path, test, models: int) -> float:  # noqa: ANN001
+def noise_ceiling(task, fleets: FleetCache, test, models: int) -> float:  # noqa: ANN001
     """sqrt(1 - seed variance / total variance) of validation margins, averaged over targets."""
     n = task.data.n_train
     half = fleet_masks("datamodel", 1, n, seed=12345)[0]
-    fixed = ensure_fleet(task, root / f"fixed_half{models}", "oracle", models, seed=7,
-                         forget=np.flatnonzero(~half))
+    fixed = fleets.get(f"fixed_half{models}", "oracle", models, seed=7,
+                       forget=np.flatnonzero(~half))
     seed_var = margins(fixed.logits[:, n:], fixed.labels[n:]).var(0, ddof=1)
     total_var = margins(test.logits[:, n:], test.labels[n:]).var(0, ddof=1)
     return float(np.sqrt(np.clip(1 - seed_var / total_var, 0, 1)).mean())
@@ -55,24 +55,24 @@ def main() -> None:
     t_start = time.perf_counter()
     task = load_task("digits")
     root, n = args.root, task.data.n_train
-    fleet = ensure_fleet(task, root / f"dm{args.models}", "datamodel", args.models, seed=0)
-    test = ensure_fleet(task, root / f"dm_test{args.test_models}", "datamodel",
-                        args.test_models, seed=1)
+    fleets = FleetCache(root, task, device="cpu", progress=False)
+    fleet = fleets.get(f"dm{args.models}", "datamodel", args.models, seed=0)
+    test = fleets.get(f"dm_test{args.test_models}", "datamodel", args.test_models, seed=1)
     val, train = np.arange(n, n + task.data.n_val), np.arange(n)
 
     rows = []
     for solver in ("ridge", "lasso"):
-        attr, seconds = ensure_attribution(
-            task, root / solver, lambda s=solver: fit_datamodels(fleet, s, device=args.device))
-        rows.append((f"datamodels {solver}", attr, seconds))
+        attr = cached_attribution(root / solver, task,
+                                  lambda s=solver: fit_datamodels(fleet, s, device=args.device))
+        rows.append((f"datamodels {solver}", attr, attr.info.get("fit_seconds", float("nan"))))
     if args.trak_models:
         from dmm.attribution.trak_scores import fit_trak
 
-        ens = ensure_fleet(task, root / f"trak_ens{args.trak_models}", "original",
-                           args.trak_models, seed=200)
-        attr, seconds = ensure_attribution(task, root / "trak", lambda: fit_trak(
+        ens = fleets.get(f"trak_ens{args.trak_models}", "original", args.trak_models, seed=200)
+        attr = cached_attribution(root / "trak", task, lambda: fit_trak(
             task, ens, fleet, None, args.proj_dim, args.lambda_reg, device=args.device))
-        rows.append((f"TRAK ({args.trak_models} models)", attr, seconds))
+        rows.append((f"TRAK ({args.trak_models} models)", attr,
+                     attr.info.get("fit_seconds", float("nan"))))
 
     print(f"\nLDS on {len(test)} independent subset models ({test.path}), fitting fleet "
           f"{len(fleet)} models")
@@ -87,7 +87,7 @@ def main() -> None:
                 if "chosen_counts" in reg else str(reg))
         print(f"{name:24s} {lv:8.4f} {lt:9.4f} {seconds:7.0f}  {desc}")
     if args.noise_models:
-        ceiling = noise_ceiling(task, root, test, args.noise_models)
+        ceiling = noise_ceiling(task, fleets, test, args.noise_models)
         print(f"seed-noise ceiling on validation margins ({args.noise_models} models on one "
               f"fixed half): {ceiling:.4f}")
     print(f"total {time.perf_counter() - t_start:.0f} s")

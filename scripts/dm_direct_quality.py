@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 from dmm.attribution.calibration import fit_scale_from_fleets
-from dmm.attribution.experiments import ensure_fleet
 from dmm.attribution.forget_suite import build_forget_suite, random_set, write_suite
-from dmm.attribution.quality import klom_by_split, perfect_mean_shift, split_points
 from dmm.attribution.store import load_attribution, update_scale
+from dmm.evals import Splits, klom_block, margins
+from dmm.fleet import FleetCache
 from dmm.forget_sets import read_indices
+from dmm.studies.references import perfect_mean_shift
 from dmm.tasks import load_task
 
 SPLITS = ("forget", "retain", "validation")
@@ -74,12 +75,13 @@ def main() -> None:
         forget[name] = random_set(n, args.calibration_size, np.random.default_rng(seed))
         calib_names.append(name)
 
-    calib_orig = ensure_fleet(task, root / f"calib_orig{args.calibration_models}", "original",
-                              args.calibration_models, seed=6000)
+    fleets = FleetCache(root, task, device="cpu", progress=False)
+    calib_orig = fleets.get(f"calib_orig{args.calibration_models}", "original",
+                            args.calibration_models, seed=6000)
 
     def oracles(name: str):  # noqa: ANN202
-        return ensure_fleet(task, root / f"calib_oracle_{name}", "oracle",
-                            args.calibration_models, seed=5000, forget=forget[name])
+        return fleets.get(f"calib_oracle_{name}", "oracle", args.calibration_models, seed=5000,
+                          forget=forget[name])
 
     s, how = fit_scale_from_fleets(attr, calib_orig, [oracles(name) for name in calib_names])
     how["sets"] = calib_names
@@ -90,15 +92,13 @@ def main() -> None:
           + ", ".join(f"{e['scale']:.3f}" for e in how["per_set"])
           + f"); on {args.concentrated}: {s_conc:.4f}")
 
-    originals = ensure_fleet(task, root / f"orig{args.models}", "original", args.models,
-                             seed=100)
+    originals = fleets.get(f"orig{args.models}", "original", args.models, seed=100)
     z0 = torch.from_numpy(np.array(originals.logits, dtype=np.float32))
     labels = originals.labels
     verdicts = []
     for name in args.sets:
-        oracle_a, oracle_b = (ensure_fleet(task, root / f"oracle_{name}_s{k}", "oracle",
-                                           args.models, seed=1000 * k, forget=forget[name])
-                              for k in (1, 2))
+        oracle_a, oracle_b = (fleets.get(f"oracle_{name}_s{k}", "oracle", args.models,
+                                         seed=1000 * k, forget=forget[name]) for k in (1, 2))
         effect = attr.forget_effect(
             torch.from_numpy(np.isin(np.arange(n), forget[name])[None]).float())
         sides = {
@@ -109,8 +109,9 @@ def main() -> None:
             "DM-Direct s=1": (z0 - effect).numpy(),
             "originals": z0.numpy(),
         }
-        splits = split_points(forget[name], n, n_points)
-        table = {k: klom_by_split(oracle_a.logits, v, labels, splits)["splits"]
+        splits = Splits.of(forget[name], n, n_points)
+        reference = margins(oracle_a.logits, labels)
+        table = {k: klom_block(reference, margins(v, labels), splits)["splits"]
                  for k, v in sides.items()}
         print(f"\n{name} ({len(forget[name])} examples): KLoM95, KL(oracle || .), "
               f"{args.models} models per side")

@@ -25,33 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from dmm.artifacts import check_compatible, read_json, write_json
-from dmm.evals.commands import evaluate
+from dmm.evals.evaluate import evaluate
 from dmm.evals.ulira_harness import run_ulira
-from dmm.fleet import Fleet, load_fleet, train_fleet
+from dmm.fleet import FleetCache
 from dmm.forget_sets import read_indices, write_indices
 from dmm.tasks import Task, load_task
-from dmm.unlearning.base import get_method
+from dmm.unlearning.configs import configured_method
 
 N_MODELS = 100
 SEED_ORIGINALS, SEED_ORACLES, SEED_SHADOWS = 1000, 1100, 2000
 ULIRA = {"models": 200, "n_targets": 40, "forget_size": 50, "seed": 0}
-
-
-def cached_fleet(task: Task, path: Path, kind: str, models: int, seed: int,
-                 forget: np.ndarray | None = None, save_weights: bool | None = None) -> Fleet:
-    """Load the fleet at ``path`` if it was made with these settings, else train it."""
-    if path.exists():
-        fleet = load_fleet(path, task)
-        m = fleet.manifest
-        want_forget = None if forget is None else forget.tolist()
-        if (m["kind"], m["models"], m["seed"], m["forget"]) != (kind, models, seed, want_forget):
-            sys.exit(f"{path} holds another fleet; remove it or choose another --runs")
-        return fleet
-    t0 = time.perf_counter()
-    fleet = train_fleet(task, kind, models, path, seed=seed, forget=forget,  # type: ignore[arg-type]
-                        save_weights=save_weights, progress=False)
-    print(f"  trained {models} {kind} models -> {path} ({time.perf_counter() - t0:.0f} s)")
-    return fleet
 
 
 def forget_sets(task: Task, runs: Path, pc1: Path | None) -> dict[str, np.ndarray]:
@@ -75,19 +58,18 @@ def forget_sets(task: Task, runs: Path, pc1: Path | None) -> dict[str, np.ndarra
 
 
 def klom_rows(task: Task, runs: Path, sets: dict[str, np.ndarray]) -> list[tuple]:
-    originals = runs / "originals"
-    cached_fleet(task, originals, "original", N_MODELS, SEED_ORIGINALS)
+    fleets = FleetCache(runs, task, progress=False)
+    originals = fleets.get("originals", "original", N_MODELS, SEED_ORIGINALS).path
     rows = []
     for i, (name, idx) in enumerate(sets.items()):
-        oracles = [runs / f"oracles_{name}_s{s}" for s in (1, 2)]
-        for s, path in enumerate(oracles):
-            cached_fleet(task, path, "oracle", N_MODELS, SEED_ORACLES + 2 * i + s, forget=idx)
+        oracles = [fleets.get(f"oracles_{name}_s{s + 1}", "oracle", N_MODELS,
+                              SEED_ORACLES + 2 * i + s, forget=idx).path for s in (0, 1)]
         t0 = time.perf_counter()
         report = evaluate(oracles[0], originals, runs / f"eval_{name}", floor=oracles[1],
                           method="do-nothing", overwrite=True)
         seconds = time.perf_counter() - t0
-        for label, block in (("noise floor", report["noise_floor"]),
-                             ("do-nothing", report["klom"])):
+        k = report["metrics"]["klom"]
+        for label, block in (("noise floor", k["noise_floor"]), ("do-nothing", k)):
             p95 = [block["splits"][k]["p95"] for k in ("forget", "retain", "validation")]
             rows.append((name, label, *p95, block["mean_p95"]))
         rows.append((name, "eval seconds", seconds))
@@ -102,9 +84,9 @@ def ulira_row(task: Task, runs: Path, method: str) -> dict:
         cached = read_json(path)
         if cached.get("settings") == settings:
             return cached["result"]
-    shadows = cached_fleet(task, runs / "shadows", "datamodel", ULIRA["models"], SEED_SHADOWS,
-                           save_weights=True)
-    result = run_ulira(task, get_method(method), shadows, ULIRA["n_targets"],
+    shadows = FleetCache(runs, task, progress=False).get(
+        "shadows", "datamodel", ULIRA["models"], SEED_SHADOWS, save_weights=True)
+    result = run_ulira(task, configured_method(method), shadows, ULIRA["n_targets"],
                        ULIRA["forget_size"], ULIRA["seed"])
     write_json(path, {"settings": settings, "result": result})
     return result

@@ -89,12 +89,13 @@ def test_scale_needs_calibration_sets():
         fit_scale_on_oracles(linear(), np.zeros((2, P, C)), [])
 
 
-def test_split_points_partition_all_points():
-    from dmm.attribution.quality import split_points
+def test_splits_partition_all_points():
+    from dmm.evals import Splits
 
-    s = split_points(np.array([3, 1]), 6, 9)
-    assert s["forget"].tolist() == [3, 1] and s["retain"].tolist() == [0, 2, 4, 5]
-    assert s["validation"].tolist() == [6, 7, 8]
+    s = Splits.of(np.array([3, 1]), 6, 9)
+    assert s["forget"].tolist() == [1, 3] and s.retain.tolist() == [0, 2, 4, 5]
+    assert s["validation"].tolist() == [6, 7, 8] and list(s) == ["forget", "retain", "validation"]
+    assert dict(s).keys() == {"forget", "retain", "validation"}
 
 
 def test_scale_from_fleets_checks_kinds():
@@ -106,8 +107,8 @@ def test_scale_from_fleets_checks_kinds():
 
 
 def test_perfect_mean_shift_moves_each_mean_margin_exactly_and_keeps_the_spread():
-    from dmm.attribution.quality import perfect_mean_shift
     from dmm.evals import margins
+    from dmm.studies.references import perfect_mean_shift
 
     rng = np.random.default_rng(0)
     originals = rng.normal(size=(5, 4, 3)).astype(np.float32)

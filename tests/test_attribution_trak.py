@@ -8,7 +8,8 @@ import torch
 
 from dmm.errors import DmmError
 from dmm.evals import margins
-from dmm.training import model_key, train_ensemble
+from dmm.recipe import model_key
+from dmm.training import train_ensemble
 
 trak_scores = pytest.importorskip("dmm.attribution.trak_scores")
 

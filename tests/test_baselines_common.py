@@ -5,7 +5,6 @@ Do-nothing and divergence reporting. Tests of single methods live in the other
 from __future__ import annotations
 
 import copy
-import sys
 
 import numpy as np
 import pytest
@@ -14,16 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import dmm.baselines as B
-from dmm.baselines._common import Schedule, epoch_steps, per_model, rows, unrows
+from dmm.baselines._common import per_model, rows, unrows
 from dmm.config import CONFIG_DIR
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
 from dmm.recipe import Recipe
 from dmm.tasks import Task, TaskData, TaskSpec
 from dmm.tasks.models import ModelSpec
-from dmm.unlearning import METHODS, Problem, get_method
+from dmm.unlearning.base import METHODS, Problem
 from dmm.unlearning.configs import configured_method, grid_points, method_config
-from dmm.unlearning.finetune import examples, stream
+from dmm.unlearning.finetune import Schedule, epoch_steps, examples, stream
+from dmm.unlearning.registry import method_class
 
 BASELINES = ["ga", "gd", "neggrad-plus", "scrub", "random-labels", "salun", "l1-sparse", "ssd",
              "retrain", "do-nothing"]
@@ -130,17 +130,17 @@ def test_schedule_and_example_counting():
 
 
 # ---------------------------------------------------------------- registry and configs
-def test_every_baseline_is_registered_and_get_method_imports_them_lazily(monkeypatch):
-    assert set(BASELINES) <= set(METHODS)
-    # As if dmm.baselines had never been imported (restored after the test).
-    for mod in [m for m in sys.modules if m == "dmm.baselines" or m.startswith("dmm.baselines.")]:
-        monkeypatch.delitem(sys.modules, mod)
-    for name in BASELINES:
-        monkeypatch.delitem(METHODS, name)
-    assert type(get_method("scrub", lr=0.1)).__name__ == "SCRUB"
-    assert set(BASELINES) <= set(METHODS)
+def test_the_registry_knows_every_method_and_checks_hyperparameters():
+    assert set(BASELINES) | {"dmm", "dm-direct", "om"} == set(METHODS)
+    assert type(method_class("scrub")(lr=0.1)).__name__ == "SCRUB"
+    with pytest.raises(DmmError, match="unknown method 'nope'"):
+        method_class("nope")
     with pytest.raises(DmmError, match="no hyperparameter"):
-        get_method("ga", learning_rate=1.0)
+        configured_method("ga", learning_rate=1.0)
+    with pytest.raises(DmmError, match="optimizer"):
+        configured_method("gd", optimizer="rmsprop")
+    with pytest.raises(DmmError, match="positive"):
+        configured_method("gd", lr=-1.0)
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -210,7 +210,7 @@ def test_methods_run_on_looped_ensembles_and_salun_still_freezes():
     problem = Problem(problem.task, looped, problem.forget, problem.trained, problem.keys,
                       device="cpu")
     for name in ("ga", "gd", "neggrad-plus", "scrub", "random-labels", "l1-sparse", "ssd"):
-        r = get_method(name, epochs=1, batch_size=4) if name != "ssd" else get_method(name)
+        r = configured_method(name, **({} if name == "ssd" else {"epochs": 1, "batch_size": 4}))
         assert torch.isfinite(r(problem).logits).all(), name
     salun = B.SalUn(gamma=0.3, lr=0.3, epochs=2, batch_size=4, weight_decay=0.5)
     masks = salun.mask(problem, copy.deepcopy(looped))

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import dmm.baselines as B
-from dmm.baselines._common import salt, squared_grads
+from dmm.baselines._common import squared_grads
 from dmm.baselines.retrain import reduced_recipe
 from dmm.baselines.ssd import dampen
-from dmm.training import model_key, train_ensemble
-from dmm.unlearning.finetune import stream
+from dmm.recipe import model_key
+from dmm.training import train_ensemble
+from dmm.unlearning.finetune import salt, stream
 from tests.test_baselines_common import ce, grad, indices, plain, tiny_problem
 
 

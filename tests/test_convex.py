@@ -1,11 +1,12 @@
-"""Tests of the convex check (DESIGN.md section 9): dmm/convex.py."""
+"""Tests of the convex check (DESIGN.md section 9): dmm/studies/convex.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dmm.convex import (
+from dmm.errors import DmmError
+from dmm.studies.convex import (
     METHODS,
     ConvexResult,
     Quadratic,
@@ -26,7 +27,6 @@ from dmm.convex import (
     run_convex_check,
     steps_to_reach,
 )
-from dmm.errors import DmmError
 
 N_STEPS = 400
 

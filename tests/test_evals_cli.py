@@ -13,6 +13,7 @@ from dmm.cli import main
 from dmm.evals import klom, margins
 from dmm.fleet import train_fleet
 from dmm.forget_sets import write_indices
+from tests.conftest import TINY
 
 N, FORGET = 4, np.array([3, 10, 42, 100, 511, 700])
 
@@ -59,14 +60,18 @@ def test_report_names_references_and_directions(fleets, tiny, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["histograms.png", "klom.npy", "report.json",
                                                      "report.md"]
-    k, nf = report["klom"], report["noise_floor"]
+    k = report["metrics"]["klom"]
+    nf = k["noise_floor"]
     assert (k["direction"], k["reference_models"], k["compared_models"]) == \
         ("KL(oracle || unlearned)", "oracle", "unlearned")
     assert (nf["direction"], nf["reference_models"], nf["compared_models"]) == \
         ("KL(oracle || oracle_2)", "oracle", "oracle_2")
+    assert set(report["metrics"]) == {"klom", "accuracy", "competition_score", "loss_attack",
+                                      "ulira"}
     for name, metric in report["metrics"].items():
-        assert metric["reference_models"] == "oracle", name
-        assert metric["direction"], name
+        if name != "ulira":  # no shadow fleet given
+            assert metric["reference_models"] == "oracle", name
+            assert metric["direction"], name
     sizes = {s: k["splits"][s]["n_points"] for s in ("forget", "retain", "validation")}
     n_train = tiny.data.n_train
     assert sizes == {"forget": 6, "retain": n_train - 6, "validation": tiny.data.n_val}
@@ -77,7 +82,7 @@ def test_report_names_references_and_directions(fleets, tiny, tmp_path, capsys):
     acc = report["metrics"]["accuracy"]
     assert acc["oracle"]["forget"]["n_models"] == N and acc["unlearned"] is not None
     assert report["metrics"]["competition_score"]["score"] is not None
-    lt = report["metrics"]["loss_threshold_attack"]
+    lt = report["metrics"]["loss_attack"]
     assert lt["unlearned"]["n_models"] == N and 0 <= lt["oracle"]["auc_mean"] <= 1
     np.testing.assert_allclose(np.load(out / "klom.npy"), report_klom(fleets))
 
@@ -92,22 +97,22 @@ def test_arrays_of_logits_or_margins_give_the_same_klom(fleets, tmp_path):
     base = run_eval(fleets, tmp_path / "fleet")
     from_logits = run_eval(fleets, tmp_path / "logits", unlearned="logits")
     from_margins = run_eval(fleets, tmp_path / "margins", unlearned="margins")
-    assert from_logits["klom"] == base["klom"] == from_margins["klom"]
+    klom_of = lambda r: r["metrics"]["klom"]  # noqa: E731
+    assert klom_of(from_logits) == klom_of(base) == klom_of(from_margins)
     assert from_logits["metrics"]["accuracy"] == base["metrics"]["accuracy"]
     assert from_margins["metrics"]["accuracy"]["unlearned"] is None
     assert from_margins["metrics"]["competition_score"]["score"] is None
-    assert from_margins["metrics"]["loss_threshold_attack"] == \
-        base["metrics"]["loss_threshold_attack"]
-    assert base["noise_floor"] is None and from_margins["method"] == "margins"
+    assert from_margins["metrics"]["loss_attack"] == base["metrics"]["loss_attack"]
+    assert klom_of(base)["noise_floor"] is None and from_margins["method"] == "margins"
 
 
 def test_models_option_and_overwrite(fleets, tmp_path):
     out = tmp_path / "eval"
     report = run_eval(fleets, out, "--models", "3", unlearned="three")
-    assert report["klom"]["n_models_per_side"] == 3
+    assert report["metrics"]["klom"]["n_models_per_side"] == 3
     (out / "report.json").write_text("{}")
     report = run_eval(fleets, out, "--models", "3", "--overwrite", unlearned="three")
-    assert report["klom"]["n_models_per_side"] == 3
+    assert report["metrics"]["klom"]["n_models_per_side"] == 3
 
 
 @pytest.mark.parametrize("args, message", [
@@ -116,7 +121,7 @@ def test_models_option_and_overwrite(fleets, tmp_path):
     (["--unlearned", "{other_data}"], "another training set"),
     (["--unlearned", "{bad_shape}"], "has shape"),
     (["--unlearned", "{tmp}/missing.npy"], "does not exist"),
-    (["--unlearned", "{forget}"], "fleet directory or a .npy"),
+    (["--unlearned", "{forget}"], "a .npy or a .npz"),
     (["--oracles", "{originals}"], "records no forget set"),
     (["--oracles", "{originals}", "--forget", "{forget}"], "not trained on exactly"),
     (["--forget", "{other_forget}"], "no oracle for it"),
@@ -150,3 +155,19 @@ def test_existing_output_is_refused(fleets, tmp_path, capsys):
         run_eval(fleets, out)
     assert exc.value.code == 2 and "already exists" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["precious"]
+
+
+def test_u_lira_of_a_method_on_shadows(fleets, tiny, tmp_path, capsys):
+    shadows = train_fleet(tiny, "datamodel", 12, tmp_path / "shadows", seed=4, save_weights=True,
+                          device="cpu", progress=False)
+    report = run_eval(fleets, tmp_path / "eval", "--method", "do-nothing", "--shadows",
+                      str(shadows.path), "--ulira_targets", "4", "--ulira_forget", "2",
+                      "--task", str(TINY))
+    u = report["metrics"]["ulira"]
+    assert 0 <= u["auc"] <= 1 and u["method"] == "do-nothing" and u["design"]["n_targets"] == 4
+    assert "U-LiRA AUC" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--oracles", str(fleets["oracles"]), "--unlearned",
+              str(fleets["originals"]), "--out", str(tmp_path / "e2"), "--shadows",
+              str(shadows.path)])
+    assert exc.value.code == 2 and "needs --method" in capsys.readouterr().err

@@ -10,8 +10,15 @@ import pytest
 
 from dmm.artifacts import write_json
 from dmm.evals import (
+    DEFAULT_METRICS,
+    METRICS,
+    Case,
+    Outputs,
+    Splits,
+    columns,
+    evaluate_case,
     klom,
-    klom_report,
+    klom_block,
     klom_table_markdown,
     plot_margin_histograms,
     ulira,
@@ -26,59 +33,75 @@ def fleets(rng, n=30, points=60):
     return oracle, unlearned, oracle_2
 
 
-SPLITS = {"forget": np.arange(10), "retain": np.arange(10, 40), "validation": np.arange(40, 60)}
+SPLITS = Splits(np.arange(10), np.arange(10, 40), np.arange(40, 60))
+
+
+def report(oracle, unlearned, floor=None, metrics=("klom",), ulira_job=None):
+    case = Case(Outputs(oracle), Outputs(unlearned), SPLITS,
+                None if floor is None else Outputs(floor), ulira_job)
+    return {"method": "GA", "metrics": evaluate_case(case, metrics)}
 
 
 def test_report_names_references_and_directions():
     oracle, unlearned, oracle_2 = fleets(np.random.default_rng(0))
-    report = klom_report(oracle, unlearned, SPLITS, noise_floor_margins=oracle_2, method="GA")
-    text = json.dumps(report, allow_nan=False)
-    assert json.loads(text) == report
-    k, nf = report["klom"], report["noise_floor"]
+    blocks = report(oracle, unlearned, oracle_2)["metrics"]
+    text = json.dumps(blocks, allow_nan=False)
+    assert json.loads(text) == blocks
+    k = blocks["klom"]
+    nf = k["noise_floor"]
     assert k["direction"] == "KL(oracle || unlearned)"
     assert (k["reference_models"], k["compared_models"]) == ("oracle", "unlearned")
     assert nf["direction"] == "KL(oracle || oracle_2)"
     assert (nf["reference_models"], nf["compared_models"]) == ("oracle", "oracle_2")
-    assert report["models"]["oracle_2"]["n"] == 30
+    assert nf["n_models_per_side"] == 30
     expected = klom(oracle, unlearned)[:10]
     assert k["splits"]["forget"]["p95"] == pytest.approx(np.percentile(expected, 95))
     p95 = [k["splits"][s]["p95"] for s in ("forget", "retain", "validation")]
     assert k["mean_p95"] == pytest.approx(np.mean(p95))
     # The badly unlearned forget split stands far above its noise floor.
     assert k["splits"]["forget"]["p95"] > nf["splits"]["forget"]["p95"] + 3
+    assert columns(blocks)["klom95_forget"] == k["splits"]["forget"]["p95"]
 
 
-def test_report_without_noise_floor_and_with_extra_metrics():
+def test_metrics_without_noise_floor_or_logits_say_what_they_lack():
     rng = np.random.default_rng(1)
     oracle, unlearned, _ = fleets(rng)
-    extra = {"ulira": {"auc": np.float64(0.5), "tpr": np.array([0.1, np.nan])}}
-    report = klom_report(oracle, unlearned, SPLITS, extra_metrics=extra)
-    assert report["noise_floor"] is None
-    assert report["metrics"]["ulira"] == {"auc": 0.5, "tpr": [0.1, None]}
-    json.dumps(report, allow_nan=False)
+    blocks = report(oracle, unlearned, metrics=DEFAULT_METRICS)["metrics"]
+    assert blocks["klom"]["noise_floor"] is None
+    assert blocks["accuracy"]["unlearned"] is None and "no accuracy" in blocks["accuracy"]["note"]
+    assert blocks["competition_score"]["score"] is None
+    assert blocks["ulira"]["auc"] is None and "shadow fleet" in blocks["ulira"]["note"]
+    lt = blocks["loss_attack"]["unlearned"]
+    assert 0 <= lt["auc_mean"] <= 1 and lt["n_models"] == 30
+    vals = columns(blocks)
+    assert set(vals) == {c for name in DEFAULT_METRICS for c in METRICS[name].columns}
+    assert np.isnan(vals["ulira_auc"]) and np.isnan(vals["accuracy_val"])
+    json.dumps(blocks, allow_nan=False)
 
 
 def test_report_checks_inputs():
     oracle, unlearned, oracle_2 = fleets(np.random.default_rng(2))
     with pytest.raises(ValueError, match="missing"):
-        klom_report(oracle, unlearned, {"forget": [0]})
-    with pytest.raises(ValueError, match="noise floor"):
-        klom_report(oracle, unlearned, SPLITS, noise_floor_margins=oracle_2[:20])
+        klom_block(oracle, unlearned, {"forget": [0]})
+    with pytest.raises(ValueError, match="same number of models"):
+        report(oracle, unlearned, oracle_2[:20])
+    with pytest.raises(ValueError, match="unknown metric"):
+        report(oracle, unlearned, metrics=("klom", "bleu"))
 
 
 def test_markdown_table_shows_noise_floor_beside_results():
     oracle, unlearned, oracle_2 = fleets(np.random.default_rng(3))
-    report = klom_report(oracle, unlearned, SPLITS, noise_floor_margins=oracle_2, method="GA")
-    table = klom_table_markdown(report)
+    rep = report(oracle, unlearned, oracle_2)
+    table = klom_table_markdown(rep)
     lines = table.strip().splitlines()
     assert "KL(oracle || unlearned)" in lines[0] and "KL(oracle || oracle_2)" in lines[0]
     assert lines[2].startswith("| split | p95 | p99 | mean | noise floor p95")
     forget_row = next(line for line in lines if line.startswith("| forget |"))
     cells = [c.strip() for c in forget_row.strip("|").split("|")]
-    assert float(cells[1]) == pytest.approx(report["klom"]["splits"]["forget"]["p95"], abs=1e-3)
-    assert float(cells[4]) == pytest.approx(
-        report["noise_floor"]["splits"]["forget"]["p95"], abs=1e-3
-    )
+    k = rep["metrics"]["klom"]
+    assert float(cells[1]) == pytest.approx(k["splits"]["forget"]["p95"], abs=1e-3)
+    assert float(cells[4]) == pytest.approx(k["noise_floor"]["splits"]["forget"]["p95"],
+                                            abs=1e-3)
     assert len(lines) == 3 + 3 + 1 + 1  # title, blank, header, rule, 3 splits, mean
 
 
@@ -117,5 +140,6 @@ def test_ulira_result_fits_in_a_report():
     m = rng.normal(size=(8, 60))
     masks = rng.random((8, 60)) < 0.5
     result = ulira(m, masks, ~masks, m, masks, ~masks)
-    report = klom_report(oracle, unlearned, SPLITS, extra_metrics={"ulira": result})
-    assert report["metrics"]["ulira"]["attack"] == "U-LiRA"
+    blocks = report(oracle, unlearned, metrics=("ulira",), ulira_job=lambda: result)["metrics"]
+    assert blocks["ulira"]["attack"] == "U-LiRA" and blocks["ulira"]["auc"] == result["auc"]
+    assert columns(blocks) == {"ulira_auc": result["auc"]}

@@ -13,7 +13,8 @@ import torch
 from dmm.errors import DmmError
 from dmm.evals.ulira_harness import draw_forget_masks, run_ulira, ulira_from_margins
 from dmm.fleet import train_fleet
-from dmm.unlearning.base import Problem, Result, get_method
+from dmm.unlearning.base import Problem, Result
+from dmm.unlearning.configs import configured_method
 
 N_MODELS, N_TARGETS, FORGET, POOL = 24, 4, 30, 100
 
@@ -93,7 +94,7 @@ def test_chunked_unlearning_gives_the_same_attack(tiny, shadows):
 
 
 def test_a_real_method_runs_end_to_end(tiny, shadows):
-    report = run_ulira(tiny, get_method("do-nothing"), shadows, N_TARGETS, FORGET, pool=POOL)
+    report = run_ulira(tiny, configured_method("do-nothing"), shadows, N_TARGETS, FORGET, pool=POOL)
     assert report["method"] == "do-nothing" and report["compute_fraction"] == 0.0
     assert report["attack"] == "U-LiRA" and 0.0 <= report["auc"] <= 1.0
     assert "never contained" in report["out_models"] and report["diverged_models"] == 0
@@ -127,3 +128,26 @@ def test_bad_designs_are_refused(tiny, shadows, tmp_path):
         run_ulira(tiny, synthetic(False), originals, 2, 5)
     with pytest.raises(DmmError, match="fewer than the forget size"):
         draw_forget_masks(np.zeros((2, 10), bool), np.arange(10), 1, np.random.default_rng(0))
+
+
+def test_oracle_matching_gets_its_u_lira_from_oracles_of_each_shadow_half(tiny, shadows,
+                                                                          tmp_path):
+    """OM needs, for each shadow, an oracle trained on its half minus its forget set: the
+    harness asks for exactly those masks, and OM's targets come from those models."""
+    from dmm.fleet import FleetCache
+
+    asked = []
+
+    def oracles(masks):
+        asked.append(masks.copy())
+        return FleetCache(tmp_path, tiny, device="cpu", progress=False).get(
+            "ulira_oracles", "subset", len(masks), seed=9, masks=masks)
+
+    om = configured_method("om", epochs=1, batch_size=64)
+    report = run_ulira(tiny, om, shadows, N_TARGETS, FORGET, pool=POOL, oracles=oracles)
+    assert 0 <= report["auc"] <= 1 and report["method"] == "om"
+    (masks,) = asked
+    trained = np.asarray(shadows.masks)
+    assert (masks <= trained).all() and ((trained & ~masks).sum(1) == FORGET).all()
+    with pytest.raises(DmmError, match="needs oracles"):
+        run_ulira(tiny, om, shadows, N_TARGETS, FORGET, pool=POOL)

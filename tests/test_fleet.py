@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-import dmm.fleet as fleet_mod
+import dmm.fleet.train as fleet_mod
 from dmm.errors import DmmError
 from dmm.fleet import fleet_masks, load_fleet, train_fleet
 from tests.conftest import TINY

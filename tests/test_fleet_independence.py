@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import dmm.training
-from dmm.training import BatchStream, model_key, train_ensemble
+from dmm.recipe import model_key
+from dmm.training import BatchStream, train_ensemble
 
 N = 100
 

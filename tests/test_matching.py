@@ -12,7 +12,7 @@ from dmm.attribution import LinearAttribution
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
 from dmm.tasks import load_task
-from dmm.unlearning import Problem
+from dmm.unlearning.base import Inputs, Problem
 from dmm.unlearning.matching import DMM, DMDirect, OracleMatching, duplication, matching_counts
 from tests.conftest import TINY
 
@@ -67,7 +67,7 @@ def test_one_dmm_step_by_hand(linear_task):
     forget = np.arange(4)
     targets = torch.randn(2, n + task.data.n_val, 10)
     problem = Problem.single(task, ens, forget, keys=[5, 6], device="cpu",
-                             context={"predictor": FixedTargets(targets)})
+                             inputs=Inputs(predictor=FixedTargets(targets)))
     method = DMM(lr=0.01, epochs=1, batch_size=4096, retain_fraction=0.01, forget_share=0.5)
     result = method(problem)
     counts = matching_counts(problem, 0.01, 0.5, 1, resample=False)[0]
@@ -90,7 +90,7 @@ def test_targets_equal_to_own_logits_leave_the_model_unchanged(tiny):
     ens = Ensemble([tiny.build_model(0)])
     own = ens.predict(tiny.data.x_all)
     problem = Problem.single(tiny, ens, [1, 2, 3], device="cpu",
-                             context={"oracle": FixedTargets(own)})
+                             inputs=Inputs(oracle=FixedTargets(own)))
     result = OracleMatching(lr=1e-2, epochs=2, batch_size=64)(problem)
     for name, v in ens.stacked_state().items():
         torch.testing.assert_close(result.ensemble.stacked_state()[name], v, atol=1e-6, rtol=0)
@@ -104,7 +104,7 @@ def test_dm_direct_outputs_the_prediction(tiny):
                              coef=rng.normal(size=(n, p, 10)).astype(np.float32), scale=0.9)
     ens = Ensemble([tiny.build_model(0), tiny.build_model(1)])
     forget = [4, 9]
-    problem = Problem.single(tiny, ens, forget, device="cpu", context={"predictor": attr})
+    problem = Problem.single(tiny, ens, forget, device="cpu", inputs=Inputs(predictor=attr))
     result = DMDirect()(problem)
     expected = ens.predict(tiny.data.x_all) - 0.9 * torch.from_numpy(
         attr.coef[forget].sum(0))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dmm.training import BatchStream, ZipStream, crop_flip, model_key, train_ensemble
+from dmm.recipe import model_key
+from dmm.training import BatchStream, ZipStream, crop_flip, train_ensemble
 
 
 def test_each_model_sees_its_own_subset_once_per_epoch_in_its_own_order():

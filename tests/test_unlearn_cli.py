@@ -94,7 +94,7 @@ def _other_arch_checkpoint(root: Path) -> Path:
     ("other_training_set", "another training set of task 'tiny'"),
     ("out_is_input", "must differ from the input checkpoint"),
     ("out_exists", "already exists"),
-    ("no_attribution", "needs --attribution"),
+    ("no_attribution", "--attribution DIR"),
     ("unknown_method", "unknown method"),
 ])
 def test_bad_input_exits_2_writes_nothing(setup, case, message, tmp_path, capsys):

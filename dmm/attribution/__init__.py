@@ -56,6 +56,8 @@ _EXPORTS = {
     "principal_projections": "forget_suite",
     "build_forget_suite": "forget_suite",
     "write_suite": "forget_suite",
+    "write_forget_sets": "forget_suite",
+    "attribute": "build",
     "random_set": "forget_suite",
     "top_k": "forget_suite",
     "top_bottom_k": "forget_suite",

@@ -29,6 +29,7 @@ from dmm.artifacts import atomic_dir, write_json
 from dmm.attribution.linear import LinearAttribution
 from dmm.errors import DmmError
 from dmm.forget_sets import validate_indices, write_indices
+from dmm.tasks import Task
 
 
 def margin_matrix(attr: LinearAttribution, labels: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -151,3 +152,42 @@ def write_suite(sets: dict[str, np.ndarray], info: dict[str, Any], out: str | Pa
             write_indices(tmp / f"{name}.txt", idx)
         write_json(tmp / "suite.json", info)
     return Path(out)
+
+
+def write_forget_sets(task: Task, attribution: Path, out: Path | None = None,
+                      random_sizes: list[int] | None = None, pc_sizes: list[int] | None = None,
+                      pc_top_bottom: int = 50, classes: list[int] | None = None,
+                      class_size: int = 50, seed: int = 0,
+                      overwrite: bool = False) -> dict[str, np.ndarray]:
+    """Write a task's forget sets as index files: random (several sizes), top-k and top-k
+    plus bottom-k by projection on PC1 and PC2 of the train-to-train attribution matrix
+    (margin datamodels), and class-concentrated sets.
+
+    Args:
+        task: the task of the attribution.
+        attribution: attribution artifact (dmm attribute) giving the train-to-train matrix.
+        out: output directory (default runs/<task>/forget_sets).
+        random_sizes: sizes of the random sets (default 10, 50, 150).
+        pc_sizes: k of the PC top-k sets (default 10, 50).
+        pc_top_bottom: k of the PC top-k plus bottom-k sets (0: none).
+        classes: classes of the class-concentrated sets (default 3, 8).
+        class_size: size of each class set.
+        seed: seed of the random and class sets.
+        overwrite: replace an existing output (only once the new one is complete).
+    """
+    from dmm.attribution.store import load_attribution
+
+    out = Path(out) if out is not None else Path("runs") / task.name / "forget_sets"
+    if out.exists() and not overwrite:
+        raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
+    classes = [3, 8] if classes is None else classes
+    for c in classes:
+        if not 0 <= c < task.data.n_classes:
+            raise DmmError(f"class {c} out of range for {task.data.n_classes} classes")
+    attr = load_attribution(attribution, task)
+    sets, info = build_forget_suite(
+        attr, task.data.y_all.numpy(), tuple(random_sizes or (10, 50, 150)),
+        tuple(pc_sizes or (10, 50)), pc_top_bottom, tuple(classes), class_size, seed)
+    write_suite(sets, {**task.identity(), "attribution": str(attribution), **info}, out,
+                overwrite=overwrite)
+    return sets

@@ -1,8 +1,12 @@
 """The oracle backend: logits of models really retrained without the forget set.
 
-Used as ground truth and by Oracle Matching. It answers from oracle fleets
-(``dmm fleet --kind oracle --forget F``), one fleet per forget set; the k-th request
-for a forget set gets the next unused model of its fleet, so K originals get K distinct,
+Used as ground truth and by Oracle Matching. It answers from oracle fleets: fleets of
+``oracle`` kind (``dmm fleet --kind oracle --forget F``, every model trained on all but
+F) or ``subset`` fleets (each model on its own mask, e.g. U-LiRA shadows' halves minus
+their forget sets). A request whose ``forget`` row leaves out L is answered by a model of
+these fleets trained on exactly the training set minus L (for a model trained on a subset
+T that forgets F, ask with L = everything outside T minus F); the k-th request for one
+mask gets the next unused model trained on it, so K originals get K distinct,
 independent oracles.
 """
 
@@ -27,7 +31,7 @@ class OraclePredictor(Predictor):
         if not fleets:
             raise DmmError("the oracle backend needs at least one oracle fleet")
         for f in fleets:
-            if f.manifest.get("kind") != "oracle":
+            if f.manifest.get("kind") not in ("oracle", "subset"):
                 raise DmmError(f"fleet {f.path} is a {f.manifest.get('kind')!r} fleet, "
                                "not an oracle fleet")
         first = fleets[0]
@@ -39,32 +43,30 @@ class OraclePredictor(Predictor):
                 raise DmmError(f"oracle fleets {first.path} and {f.path} belong to different "
                                "tasks or training sets")
         self.fleets = fleets
-        self._keys = [_mask_key(f.forget, self.n_train) for f in fleets]
+        self._models: dict[bytes, list[tuple[int, int]]] = {}  # training mask -> models
+        for i, f in enumerate(fleets):
+            for j, mask in enumerate(np.asarray(f.masks, dtype=bool)):
+                self._models.setdefault(mask.tobytes(), []).append((i, j))
 
     def predict(self, original_logits: ArrayLike, forget: Any,
                 points: ArrayLike | None = None) -> torch.Tensor:
         """Logits of real oracles for each row's forget set (``original_logits`` only sets
         K and the points; their values are not used)."""
         z, masks, idx, single = self._prepare(original_logits, forget, points)
-        used = [0] * len(self.fleets)
+        want = ~masks.numpy()
+        used: dict[bytes, int] = {}
         out = torch.empty_like(z)
-        for k, mask in enumerate(masks.numpy()):
+        for k, mask in enumerate(want):
             key = mask.tobytes()
-            if key not in self._keys:
+            models = self._models.get(key)
+            if models is None:
                 raise DmmError(f"no oracle fleet for the forget set of model {k} "
-                               f"({int(mask.sum())} examples)")
-            j = self._keys.index(key)
-            if used[j] >= len(self.fleets[j]):
-                raise DmmError(f"oracle fleet {self.fleets[j].path} has {len(self.fleets[j])} "
-                               "models, fewer than requested")
-            rows = np.asarray(self.fleets[j].logits[used[j]], dtype=np.float32)
-            out[k] = torch.from_numpy(rows)[idx]
-            used[j] += 1
+                               f"({int((~mask).sum())} examples left out)")
+            if used.get(key, 0) >= len(models):
+                i = models[0][0]
+                raise DmmError(f"oracle fleet {self.fleets[i].path} has {len(models)} models "
+                               "for this forget set, fewer than requested")
+            i, j = models[used.get(key, 0)]
+            out[k] = torch.from_numpy(np.array(self.fleets[i].logits[j], dtype=np.float32))[idx]
+            used[key] = used.get(key, 0) + 1
         return out[0] if single else out
-
-
-def _mask_key(forget: np.ndarray | None, n_train: int) -> bytes:
-    mask = np.zeros(n_train, dtype=bool)
-    if forget is not None:
-        mask[forget] = True
-    return mask.tobytes()

@@ -37,32 +37,3 @@ def attribution_lds(attr: LinearAttribution, masks: np.ndarray, logits: np.ndarr
         for i in range(0, len(masks), batch)
     ])
     return margin_lds(pred, np.asarray(logits[:, pts], dtype=np.float32), labels[pts])
-
-
-def split_points(forget: np.ndarray, n_train: int, n_points: int) -> dict[str, np.ndarray]:
-    """The evaluation splits of DESIGN.md section 5 as point indices."""
-    forget = np.asarray(forget, dtype=np.int64)
-    retain = np.setdiff1d(np.arange(n_train), forget)
-    return {"forget": forget, "retain": retain, "validation": np.arange(n_train, n_points)}
-
-
-def klom_by_split(oracle_logits: Any, other_logits: Any, labels: np.ndarray,
-                  splits: dict[str, np.ndarray]) -> dict[str, Any]:
-    """KLoM(oracle || other) per point, summarised per split (``dmm.evals.klom_summary``);
-    both sides are [N, points, C] logits of N models at all points."""
-    from dmm.evals import klom, klom_summary
-
-    values = klom(margins(oracle_logits, labels), margins(other_logits, labels))
-    return klom_summary(values, splits)
-
-
-def perfect_mean_shift(original_logits: Any, oracle_logits: Any, labels: Any) -> np.ndarray:
-    """Originals' logits [K, points, C] with each point's margin moved by the exact change
-    of its mean margin (mean over ``oracle_logits`` minus mean over the originals), added to
-    the true-class logit. DM-Direct adds one shift per point to every original: this is
-    what it would reach with perfect datamodels and scale (a reference, it uses oracles)."""
-    z = np.array(original_logits, dtype=np.float32)
-    labels = np.asarray(labels)
-    shift = margins(oracle_logits, labels).mean(0) - margins(z, labels).mean(0)
-    z[:, np.arange(z.shape[1]), labels] += shift
-    return z

@@ -15,6 +15,8 @@ refuses an artifact made for another task or training set.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,21 @@ def load_attribution(path: str | Path, task: Task) -> LinearAttribution:
         scale=float(manifest["scale"]),
         info={k: v for k, v in manifest.items() if k not in skip},
     )
+
+
+def cached_attribution(path: str | Path, task: Task, fit: Callable[[], LinearAttribution],
+                       log: Callable[[str], None] = print) -> LinearAttribution:
+    """The attribution at ``path``, or ``fit()`` saved there first (its fit time recorded in
+    the manifest as ``fit_seconds``); one made for another task is refused."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return load_attribution(path, task)
+    log(f"fitting -> {path}")
+    t0 = time.perf_counter()
+    attr = fit()
+    attr.info["fit_seconds"] = time.perf_counter() - t0
+    save_attribution(attr, path, task)
+    return load_attribution(path, task)
 
 
 def update_scale(path: str | Path, task: Task, scale: float, scale_fit: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from dmm.config import load_yaml, parse_dataclass
 from dmm.errors import DmmError
+from dmm.evals.metrics import DEFAULT_METRICS, check_metrics
 
 
 @dataclass
@@ -78,6 +79,19 @@ class UliraSpec:
 
 
 @dataclass
+class ReportSpec:
+    """What the tables single out.
+
+    Args:
+        headline: methods whose ratio to the noise floor the checks state.
+        histograms: methods whose worst points get margin histograms.
+    """
+
+    headline: list[str] = field(default_factory=lambda: ["dmm"])
+    histograms: list[str] = field(default_factory=lambda: ["dmm", "do-nothing"])
+
+
+@dataclass
 class BenchConfig:
     """Everything ``dmm bench`` runs.
 
@@ -87,8 +101,8 @@ class BenchConfig:
         seed: base seed of every fleet of the benchmark.
         shard_size: models trained at once.
         methods: benchmarked methods by registered name.
-        reference_methods: methods that use oracles or retrain (excluded when asking
-            which method is best without oracles).
+        metrics: the metrics of every row (dmm.evals.metrics), as ``dmm eval`` computes them.
+        report: which methods the checks and histograms single out.
         quick: overrides applied by ``--quick`` (same keys as this config).
     """
 
@@ -100,7 +114,8 @@ class BenchConfig:
     attribution: AttributionSpec = field(default_factory=AttributionSpec)
     forget_sets: SuiteSpec = field(default_factory=SuiteSpec)
     methods: dict[str, MethodSpec] = field(default_factory=dict)
-    reference_methods: list[str] = field(default_factory=lambda: ["om", "retrain"])
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    report: ReportSpec = field(default_factory=ReportSpec)
     ulira: UliraSpec = field(default_factory=UliraSpec)
     quick: dict[str, Any] = field(default_factory=dict)
 
@@ -124,4 +139,8 @@ def load_bench_config(path: str | Path, quick: bool = False) -> BenchConfig:
         raise DmmError(f"{path}: models must be at least 4, got {cfg.models}")
     if not cfg.methods:
         raise DmmError(f"{path}: no methods to benchmark")
+    try:
+        check_metrics(cfg.metrics)
+    except ValueError as e:
+        raise DmmError(f"{path}: {e}") from None
     return cfg

@@ -16,11 +16,13 @@ import numpy as np
 
 from dmm.artifacts import atomic_path, write_json
 from dmm.bench.config import BenchConfig
+from dmm.bench.protocol import FLOOR, method_of
+from dmm.unlearning.registry import method_class
 
 COLUMNS = ["forget_set", "method", "klom95_forget", "klom95_retain", "klom95_val",
            "klom95_mean", "accuracy_val", "ulira_auc", "compute_fraction", "seconds",
            "klom99_forget", "klom99_retain", "klom99_val", "accuracy_forget",
-           "accuracy_retain", "diverged", "params"]
+           "accuracy_retain", "diverged", "params", "competition_score", "loss_attack_auc"]
 
 
 def _csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -79,24 +81,23 @@ def markdown(results: dict[str, Any], cfg: BenchConfig) -> str:
 
 
 def checks(results: dict[str, Any], cfg: BenchConfig) -> list[str]:
-    """Per forget set: the best method without oracles by mean KLoM95, and DMM vs floor."""
+    """Per forget set: the best method without oracles (no reference method) by mean
+    KLoM95, and the headline methods against the floor."""
     out = []
     rows = results["rows"]
-    ref = set(cfg.reference_methods)
     for name in results["sets"]:
         set_rows = [r for r in rows if r["forget_set"] == name]
-        floor = next(r for r in set_rows if r["method"] == "noise-floor")
-        fair = [r for r in set_rows if r["method"] != "noise-floor"
-                and r["method"].split("@")[0] not in ref]
+        floor = next(r for r in set_rows if r["method"] == FLOOR)
+        fair = [r for r in set_rows if r["method"] != FLOOR
+                and not method_class(method_of(r["method"])).reference]
         if not fair:
             continue
         best = min(fair, key=lambda r: r["klom95_mean"])
-        dmm = next((r for r in set_rows if r["method"] == "dmm"), None)
         text = f"{name}: best without oracles: {best['method']} ({best['klom95_mean']:.2f})"
-        if dmm is not None:
-            ratio = dmm["klom95_mean"] / floor["klom95_mean"]
-            forget = dmm["klom95_forget"] / floor["klom95_forget"]
-            text += (f"; dmm {dmm['klom95_mean']:.2f} = {ratio:.2f}x the floor "
+        for head in (r for r in set_rows if r["method"] in cfg.report.headline):
+            ratio = head["klom95_mean"] / floor["klom95_mean"]
+            forget = head["klom95_forget"] / floor["klom95_forget"]
+            text += (f"; {head['method']} {head['klom95_mean']:.2f} = {ratio:.2f}x the floor "
                      f"({floor['klom95_mean']:.2f}), forget split {forget:.2f}x")
         out.append(text)
     return out
@@ -145,19 +146,21 @@ def pareto_plot(grid: list[dict[str, Any]], sets: list[str], path: Path,
 
 
 def histogram_plots(rows: list[dict[str, Any]], labels: np.ndarray, out: Path,
-                    methods: tuple[str, ...] = ("dmm", "do-nothing")) -> list[Path]:
+                    methods: list[str]) -> list[Path]:
     """Oracle vs unlearned margin histograms at the worst points, per forget set."""
     from dmm.evals import margins, plot_margin_histograms
     from dmm.fleet import load_fleet
 
     paths = []
     for r in rows:
-        if r["method"] not in methods or "margins_file" not in r:
+        if r["method"] not in methods or "outputs_file" not in r:
             continue
         oracle = margins(np.asarray(load_fleet(r["oracles"]).logits), labels)
         path = out / "histograms" / f"{r['forget_set']}-{r['method']}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        plot_margin_histograms(oracle, np.load(r["margins_file"]), path, n_worst=8,
+        with np.load(r["outputs_file"]) as f:
+            unlearned = f["margins"]
+        plot_margin_histograms(oracle, unlearned, path, n_worst=8,
                                labels=("oracle", r["method"]),
                                suptitle=f"{r['method']} on {r['forget_set']}: worst points "
                                "by KL(oracle ‖ unlearned)")
@@ -197,11 +200,11 @@ def write_outputs(results: dict[str, Any], cfg: BenchConfig, out: Path,
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(md)
     floors = {r["forget_set"]: r["klom95_mean"] for r in results["rows"]
-              if r["method"] == "noise-floor"}
+              if r["method"] == FLOOR}
     pareto = out / "pareto.png"
     pareto_plot(results["grid"], list(results["sets"]), pareto, floors)
     labels = load_task(cfg.task, cfg.data).data.y_all.numpy()
-    images = [pareto, *histogram_plots(results["rows"], labels, out)]
+    images = [pareto, *histogram_plots(results["rows"], labels, out, cfg.report.histograms)]
     write_json(out / "summary.json", {k: v for k, v in results.items() if k != "grid"})
     log_wandb(results, cfg, out, wandb_mode, images)
     log(md)

@@ -17,7 +17,8 @@ from dmm.tasks.models import ModelSpec, build_model
 
 TASK_DIR = CONFIG_DIR / "tasks"
 
-__all__ = ["Task", "TaskSpec", "TaskData", "IndexedDataset", "load_task", "task_names"]
+__all__ = ["Task", "TaskSpec", "TaskData", "IndexedDataset", "describe_tasks", "load_task",
+           "task_names"]
 
 
 @dataclass
@@ -69,6 +70,12 @@ class Task:
 def task_names() -> list[str]:
     """Names of the tasks shipped in ``configs/tasks``."""
     return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
+
+
+def describe_tasks() -> dict[str, str]:
+    """List the tasks shipped in configs/tasks, each with the first line of its YAML."""
+    return {name: (TASK_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+            for name in task_names()}
 
 
 def load_task(name: str = "digits", data: str | Path | None = None) -> Task:

@@ -5,18 +5,22 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from dmm.artifacts import write_json
 from dmm.checkpoint import load_checkpoint, save_checkpoint
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
+from dmm.evals.accuracy import accuracy_by_split
+from dmm.evals.splits import Splits
 from dmm.forget_sets import validate_indices
 from dmm.tasks import Task
-from dmm.unlearning.base import Problem, Result
+from dmm.unlearning.base import Inputs, Problem, Result
 from dmm.unlearning.configs import configured_method
+from dmm.unlearning.registry import method_class
 
 
 def unlearn(
@@ -61,32 +65,39 @@ def unlearn(
     mask[:, forget[~again]] = True
     problem = Problem(task, models, mask, np.broadcast_to(~done, (k, n)).copy(),
                       list(range(k)) if keys is None else list(keys), device,
-                      context={"predictor": predictor, "oracle": oracle})
+                      Inputs(predictor=predictor, oracle=oracle))
     return configured_method(method, **hparams)(problem)
 
 
 def split_accuracy(logits: torch.Tensor, task: Task, forget: np.ndarray) -> dict[str, float]:
     """Accuracy of one model's logits on all points, per split (forget / retain / val)."""
-    n = task.data.n_train
-    correct = (logits.argmax(-1) == task.data.y_all).float().numpy()
-    is_forget = np.zeros(n, dtype=bool)
-    is_forget[forget] = True
-    return {"forget": float(correct[:n][is_forget].mean()),
-            "retain": float(correct[:n][~is_forget].mean()),
-            "validation": float(correct[n:].mean())}
+    splits = Splits.of(forget, task.data.n_train, task.data.n_train + task.data.n_val)
+    return {k: v["mean"] for k, v in accuracy_by_split(logits, task.data.y_all, splits).items()}
 
 
-def unlearn_checkpoint(checkpoint: str | Path, task: Task, forget: np.ndarray, out: str | Path,
+def unlearn_checkpoint(checkpoint: Path, task: Task, forget: np.ndarray, out: Path,
                        method: str = "dmm", predictor: Any = None, oracle: Any = None,
-                       device: str = "auto", overwrite: bool = False,
+                       device: Literal["auto", "cpu", "cuda"] = "auto", overwrite: bool = False,
                        **hparams: Any) -> dict[str, Any]:
-    """Unlearn a checkpoint and write the new checkpoint plus a ``.json`` report beside it.
+    """Unlearn a forget set from a checkpoint: write the new checkpoint, which records
+    every index it has forgotten (the union of the old one's and this request), so that
+    later requests compose, and a report <out>.json (method, hyperparameters, wall time,
+    compute as a fraction of one retraining, accuracy before and after on forget, retain
+    and validation). Returns the report.
 
-    The new checkpoint's ``forgotten`` is the union of the old one's and ``forget``, so a
-    later request on it removes the union. Returns the report.
+    Args:
+        checkpoint: checkpoint to unlearn.
+        task: its task.
+        forget: training indices to delete.
+        out: new checkpoint path.
+        method: dmm (default), om, or a baseline: ga, gd, neggrad-plus, scrub,
+            random-labels, salun, l1-sparse, ssd, retrain, do-nothing.
+        predictor: attribution backend, for dmm (dmm.attribution.load).
+        oracle: oracle backend, for om (dmm.attribution.OraclePredictor).
+        device: auto (CUDA when present), cpu or cuda.
+        overwrite: replace an existing output (only once the new one is complete).
+        hparams: overrides of the method's defaults (configs/methods/<method>.yaml).
     """
-    from dmm.artifacts import write_json
-
     checkpoint, out = Path(checkpoint), Path(out)
     report_path = out.with_suffix(".json")
     if out.suffix == ".json":
@@ -96,13 +107,13 @@ def unlearn_checkpoint(checkpoint: str | Path, task: Task, forget: np.ndarray, o
     for p in (out, report_path):
         if p.exists() and not overwrite:
             raise DmmError(f"output {p} already exists (pass --overwrite to replace it)")
+    if not method_class(method).produces_model:
+        raise DmmError(f"method {method!r} predicts outputs and yields no model to save")
     model, meta = load_checkpoint(checkpoint, task)
     forgotten = meta.get("forgotten", [])
     before = model.predict(task.data.x_all)[0]
     result = unlearn(model, task, forget, method, predictor, oracle, keys=[meta.get("key", 0)],
                      forgotten=forgotten, device=device, **hparams)
-    if result.ensemble is None or method == "dm-direct":
-        raise DmmError(f"method {method!r} predicts outputs and yields no model to save")
     union = sorted(set(map(int, forgotten)) | set(map(int, forget)))
     report = {
         "method": result.method,

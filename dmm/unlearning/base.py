@@ -1,9 +1,12 @@
 """The interface every unlearning algorithm shares (DMM, its variants and the baselines).
 
 A :class:`Problem` is one deletion request applied to K models at once (a vectorised
-:class:`~dmm.ensemble.Ensemble`; K = 1 for a single checkpoint). A :class:`Method` is a
-dataclass of hyperparameters; calling it on a problem returns a :class:`Result` with the
-unlearned models, their logits on every point, the cost and a per-model divergence flag.
+:class:`~dmm.ensemble.Ensemble`; K = 1 for a single checkpoint), with the :class:`Inputs`
+some methods need beyond the models. A :class:`Method` is a dataclass of hyperparameters
+that declares what it needs (``requires``) and what it yields (``produces_model``);
+calling it on a problem returns a :class:`Result` with the unlearned models, their logits
+on every point, the cost and a per-model divergence flag. Subclasses register themselves
+by ``name`` in :data:`METHODS`; :mod:`dmm.unlearning.registry` imports them all.
 """
 
 from __future__ import annotations
@@ -13,15 +16,41 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from dmm.ensemble import Ensemble
+from dmm.errors import DmmError
+from dmm.evals.accuracy import accuracy
 from dmm.tasks import Task
 
+if TYPE_CHECKING:
+    from dmm.attribution.oracle import OraclePredictor
+    from dmm.attribution.predictor import Predictor
+
 METHODS: dict[str, type[Method]] = {}
+
+
+@dataclass
+class Inputs:
+    """What some methods need beyond the models (see each method's ``requires``).
+
+    Args:
+        predictor: an attribution backend that predicts retrained logits
+            (:func:`dmm.attribution.load`): DMM and DM-Direct.
+        oracle: real retrained models (:class:`dmm.attribution.OraclePredictor`):
+            Oracle Matching.
+    """
+
+    predictor: Predictor | None = None
+    oracle: OraclePredictor | None = None
+
+    DESCRIPTIONS: ClassVar[dict[str, str]] = {
+        "predictor": "an attribution backend (dmm attribute; --attribution DIR)",
+        "oracle": "oracle fleets retrained without the forget set (--oracles DIR)",
+    }
 
 
 @dataclass
@@ -35,8 +64,7 @@ class Problem:
         trained: [K, n_train] bool, what each original was trained on (all True normally).
         keys: per-model random keys, for each method's own randomness (sampling, labels).
         device: ``auto``, ``cpu`` or ``cuda``.
-        context: extra inputs some methods need, e.g. ``predictor`` (attribution backend
-            for DMM / DM-Direct) or ``oracle_logits`` (Oracle Matching).
+        inputs: what the method needs beyond the models.
     """
 
     task: Task
@@ -45,12 +73,13 @@ class Problem:
     trained: np.ndarray
     keys: Sequence[int]
     device: str = "auto"
-    context: dict[str, Any] | None = None
+    inputs: Inputs | None = None
 
     def __post_init__(self) -> None:
         k, n = len(self.originals), self.task.data.n_train
         self.forget = np.asarray(self.forget, dtype=bool)
         self.trained = np.asarray(self.trained, dtype=bool)
+        self.inputs = self.inputs or Inputs()
         if self.forget.shape != (k, n) or self.trained.shape != (k, n):
             raise ValueError(f"forget and trained masks must be [{k}, {n}]")
         if len(self.keys) != k:
@@ -98,10 +127,23 @@ class Result:
 
 
 class Method(ABC):
-    """Base of every unlearning algorithm; subclasses are dataclasses of hyperparameters."""
+    """Base of every unlearning algorithm; subclasses are dataclasses of hyperparameters.
+
+    Class attributes a method sets:
+        name: its registered name.
+        requires: the :class:`Inputs` fields it needs.
+        produces_model: False for methods that only predict outputs (DM-Direct).
+        reference: True for methods that retrain or use retrained models (OM, Retrain):
+            they are not compared with the methods that do without.
+        select_each_point: report every grid point rather than the selected one (the
+            budgets of Retrain).
+    """
 
     name: ClassVar[str]
-    uses_oracles: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
+    produces_model: ClassVar[bool] = True
+    reference: ClassVar[bool] = False
+    select_each_point: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -111,14 +153,26 @@ class Method(ABC):
     def hparams(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
+    def label(self) -> str:
+        """The method's row name in benchmark tables."""
+        return self.name
+
+    def check_inputs(self, inputs: Inputs) -> None:
+        """A DmmError naming every required input that is missing."""
+        missing = [r for r in self.requires if getattr(inputs, r) is None]
+        if missing:
+            raise DmmError(f"method {self.name!r} needs "
+                           + " and ".join(Inputs.DESCRIPTIONS[r] for r in missing))
+
     @abstractmethod
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         """Unlearn in place on ``ensemble`` (a copy of the originals); return the number of
         example gradient computations per model."""
 
     def __call__(self, problem: Problem) -> Result:
+        self.check_inputs(problem.inputs)
         data = problem.task.data
-        before = (problem.originals.predict(data.x_val).argmax(-1) == data.y_val).float().mean(1)
+        before = accuracy(problem.originals.predict(data.x_val), data.y_val)
         t0 = time.perf_counter()
         ensemble = copy.deepcopy(problem.originals)
         examples = self.run(problem, ensemble)
@@ -133,36 +187,55 @@ class Method(ABC):
         return ensemble.predict(problem.task.data.x_all)
 
 
+@dataclass
+class Finetune(Method):
+    """The hyperparameters every fine-tuning method shares, validated.
+
+    Per-method defaults (with their provenance) and grids are in
+    ``configs/methods/<name>.yaml``.
+
+    Args:
+        lr: learning rate.
+        epochs: passes over the method's main stream of examples.
+        batch_size: examples per step and model.
+        optimizer: ``sgd`` or ``adam`` (element-wise, so that fleets train like models).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay (coupled, as in torch's SGD and Adam).
+    """
+
+    lr: float = 1e-3
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
+            raise DmmError(f"{self.name}: lr, epochs and batch_size must be positive")
+        if self.optimizer not in ("sgd", "adam"):
+            raise DmmError(f"{self.name}: optimizer must be sgd or adam, got "
+                           f"{self.optimizer!r}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise DmmError(f"{self.name}: momentum must be in [0, 1) and weight_decay >= 0")
+
+    def optimiser(self) -> dict[str, Any]:
+        """The optimiser settings, as :class:`dmm.unlearning.finetune.FinetuneModule` takes."""
+        return {"optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay}
+
+
 def diverged(ensemble: Ensemble | None, logits: torch.Tensor, task: Task,
-             original_val_accuracy: torch.Tensor) -> np.ndarray:
+             original_val_accuracy: np.ndarray) -> np.ndarray:
     """Per model: non-finite weights or logits, or accuracy collapse (validation accuracy
     has lost more than half of the original's margin over chance)."""
-    bad = ~torch.isfinite(logits).flatten(1).all(1)
+    bad = ~torch.isfinite(logits).flatten(1).all(1).numpy()
     if ensemble is not None:
         for v in ensemble.stacked_state().values():
             if v.is_floating_point():
-                bad |= ~torch.isfinite(v).flatten(1).all(1)
+                bad |= ~torch.isfinite(v).flatten(1).all(1).numpy()
     chance = 1.0 / task.data.n_classes
-    bad |= val_accuracy(logits, task) < (chance + original_val_accuracy) / 2
-    return bad.numpy()
-
-
-def val_accuracy(logits: torch.Tensor, task: Task) -> torch.Tensor:
-    """Per-model validation accuracy from logits on all points: [K]."""
     n = task.data.n_train
-    return (logits[:, n:].argmax(-1) == task.data.y_val).float().mean(1)
-
-
-def get_method(name: str, **hparams: Any) -> Method:
-    """Instantiate a registered method by name with the given hyperparameters."""
-    import dmm.baselines  # noqa: F401  (registers the baselines; lazy to avoid an import cycle)
-    from dmm.errors import DmmError
-
-    if name not in METHODS:
-        raise DmmError(f"unknown method {name!r} (known: {', '.join(sorted(METHODS))})")
-    cls = METHODS[name]
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = set(hparams) - known
-    if unknown:
-        raise DmmError(f"method {name!r} has no hyperparameter(s) {', '.join(sorted(unknown))}")
-    return cls(**hparams)
+    finite = np.where(np.isfinite(logits[:, n:].numpy()), logits[:, n:].numpy(), 0.0)
+    bad |= accuracy(finite, task.data.y_val) < (chance + original_val_accuracy) / 2
+    return bad

@@ -1,25 +1,25 @@
 """Datamodel Matching, DM-Direct and Oracle Matching (DESIGN.md section 4).
 
 DM-Direct predicts the retrained model's logits, h(x) = f(x; θ0) − s·Σ_{i∈F} β_i(x), with
-an attribution backend (``problem.context["predictor"]``). DMM fine-tunes θ0 so that its
+an attribution backend (``problem.inputs.predictor``). DMM fine-tunes θ0 so that its
 logits match h on a fine-tuning set S_ft = F ∪ R' (R' a random retain subset sampled once,
 forget points duplicated to a given share), minimising Σ_x ‖f(x; θ) − h(x)‖² with Adam.
 Oracle Matching is the same with real oracles' logits as targets
-(``problem.context["oracle"]``) and R' re-sampled each epoch. There is no ascent term:
+(``problem.inputs.oracle``) and R' re-sampled each epoch. There is no ascent term:
 every point has a target and a natural stopping point.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
-from dmm.unlearning.base import Method, Problem
+from dmm.unlearning.base import Finetune, Method, Problem
 from dmm.unlearning.finetune import FinetuneModule, examples, fit, stream
 
 SALT_SUBSET, SALT_ORDER = 101, 102
@@ -53,30 +53,23 @@ def duplication(n_forget: int, n_retain: int, forget_share: float) -> int:
 
 class MatchingModule(FinetuneModule):
     """Fine-tunes an ensemble to per-model target logits with MSE: Σ_c (f_c(x) − h_c(x))²,
-    averaged over each model's minibatch and summed over models."""
+    averaged over each model's minibatch."""
 
-    def __init__(self, ensemble: Ensemble, problem: Problem, targets: torch.Tensor, lr: float):
-        super().__init__(ensemble, problem.task, optimizer="adam", lr=lr)
+    def __init__(self, ensemble: Ensemble, problem: Problem, targets: torch.Tensor,
+                 **optimiser: object):
+        super().__init__(ensemble, problem.task, **optimiser)
         self.register_buffer("targets", targets, persistent=False)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         idx, w = batch["idx"], batch["weight"]
         rows = torch.arange(len(idx), device=idx.device)[:, None]
         sq = (self.logits(idx) - self.targets[rows, idx]).pow(2).sum(-1)
         loss = (sq * w).sum(1) / w.sum(1).clamp_min(1.0)
         self.log("mse", loss.mean(), prog_bar=True)
-        return loss.sum()
+        return loss
 
 
-def _context(problem: Problem, name: str, method: str):  # noqa: ANN202
-    obj = (problem.context or {}).get(name)
-    if obj is None:
-        what = "an attribution backend" if name == "predictor" else "oracle fleets"
-        raise DmmError(f"method {method!r} needs {what} (context[{name!r}])")
-    return obj
-
-
-def original_train_logits(problem: Problem) -> torch.Tensor:
+def original_logits(problem: Problem) -> torch.Tensor:
     """The originals' logits on all points: [K, P, C]."""
     return problem.originals.predict(problem.task.data.x_all)
 
@@ -86,58 +79,55 @@ class DMDirect(Method):
     """DM-Direct: output the attribution backend's prediction h(x); no fine-tuning."""
 
     name: ClassVar[str] = "dm-direct"
+    requires: ClassVar[tuple[str, ...]] = ("predictor",)
+    produces_model: ClassVar[bool] = False
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
-        _context(problem, "predictor", self.name)
         return 0.0
 
     def predict(self, problem: Problem, ensemble: Ensemble) -> torch.Tensor:
-        predictor = _context(problem, "predictor", self.name)
-        return predictor.predict(original_train_logits(problem), problem.forget)
+        return problem.inputs.predictor.predict(original_logits(problem), problem.forget)
 
 
 @dataclass
-class DMM(Method):
-    """Datamodel Matching: fine-tune to DM-Direct's predicted logits on F ∪ R'.
+class DMM(Finetune):
+    """Datamodel Matching: fine-tune to DM-Direct's predicted logits on F ∪ R' with MSE
+    (``lr``: the published grid is 1e-3 ... 1e-6 with Adam; ``epochs``: passes over S_ft,
+    published 1, 2, 4, 8; ``batch_size``: published 512; shared fine-tuning
+    hyperparameters: :class:`Finetune`).
 
     Args:
-        lr: Adam learning rate (published grid 1e-3 ... 1e-6).
-        epochs: passes over S_ft (published grid 1, 2, 4, 8).
-        batch_size: examples per step (published: 512).
         retain_fraction: share of the retain set in R' (≥ 4% sufficed in the paper).
         forget_share: share of forget points in S_ft, reached by duplicating them.
     """
 
     name: ClassVar[str] = "dmm"
-    target: ClassVar[str] = "predictor"
+    requires: ClassVar[tuple[str, ...]] = ("predictor",)
     resample: ClassVar[bool] = False
 
-    lr: float = 1e-3
-    epochs: int = 4
-    batch_size: int = 512
+    optimizer: Literal["sgd", "adam"] = "adam"
     retain_fraction: float = 0.1
     forget_share: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
-            raise DmmError(f"{self.name}: lr, epochs and batch_size must be positive")
+        super().__post_init__()
         if not 0 < self.retain_fraction <= 1 or not 0 <= self.forget_share < 1:
             raise DmmError(f"{self.name}: retain_fraction must be in (0, 1], "
                            "forget_share in [0, 1)")
 
     def targets(self, problem: Problem) -> torch.Tensor:
         """Target logits on the training points: [K, n_train, C]."""
-        source = _context(problem, self.target, self.name)
         n = problem.task.data.n_train
-        return source.predict(original_train_logits(problem)[:, :n], problem.forget,
-                              points=np.arange(n)).float()
+        return problem.inputs.predictor.predict(original_logits(problem)[:, :n],
+                                                problem.forget, points=np.arange(n)).float()
 
     def run(self, problem: Problem, ensemble: Ensemble) -> float:
         targets = self.targets(problem)
         counts = matching_counts(problem, self.retain_fraction, self.forget_share,
                                  self.epochs, self.resample)
-        data = stream(counts, list(problem.keys), self.epochs, self.batch_size, SALT_ORDER)
-        fit(MatchingModule(ensemble, problem, targets, self.lr), data, problem.device)
+        data = stream(counts, problem.keys, self.epochs, self.batch_size, SALT_ORDER)
+        fit(MatchingModule(ensemble, problem, targets, **self.optimiser()), data,
+            problem.device)
         return examples(data)
 
 
@@ -147,8 +137,12 @@ class OracleMatching(DMM):
     An upper bound for DMM that needs retrained models."""
 
     name: ClassVar[str] = "om"
-    uses_oracles: ClassVar[bool] = True
-    target: ClassVar[str] = "oracle"
+    requires: ClassVar[tuple[str, ...]] = ("oracle",)
+    reference: ClassVar[bool] = True
     resample: ClassVar[bool] = True
 
-
+    def targets(self, problem: Problem) -> torch.Tensor:
+        """Oracles trained on each model's retain set (all it kept of what it trained on)."""
+        n = problem.task.data.n_train
+        return problem.inputs.oracle.predict(original_logits(problem)[:, :n], ~problem.retain,
+                                             points=np.arange(n)).float()

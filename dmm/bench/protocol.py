@@ -1,0 +1,262 @@
+"""The benchmark protocol's steps (DESIGN.md sections 5-7), over one :class:`Workspace`.
+
+1. :func:`fit_attribution`: datamodels on a datamodel fleet, the forget-set suite built
+   from them, the DM-Direct scale s fitted on calibration sets that are never evaluated.
+2. :func:`originals`: two independent fleets of N originals (selection, report);
+   :func:`sides`: per forget set and phase, N oracles that score and N that OM matches.
+3. :func:`run_point`: one method at one grid point on all N originals of a phase, scored
+   by the metrics; :func:`choose` keeps, per forget set, the point with the lowest
+   forget KLoM95 among points where no model diverged.
+4. The chosen point is re-run on the *report* originals and scored against the *report*
+   oracles; :func:`floor_row` scores the noise floor, KLoM(report oracles || selection
+   oracles) at the same N. Oracle Matching matches the oracle fleet it is not scored
+   against.
+5. :func:`ulira`: U-LiRA per forget set and method (chosen point) on a shadow fleet.
+
+Fleets live in a :class:`~dmm.fleet.FleetCache`; every run's scores are cached as JSON
+keyed by method, hyperparameters, forget set, fleets and metrics, so a re-run reproduces
+the tables exactly without recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmm.artifacts import read_json, write_json
+from dmm.attribution.linear import LinearAttribution
+from dmm.bench.config import BenchConfig
+from dmm.ensemble import Ensemble
+from dmm.errors import DmmError
+from dmm.evals.metrics import Case, Outputs, columns, evaluate_case
+from dmm.evals.splits import Splits
+from dmm.fleet import Fleet, FleetCache
+from dmm.forget_sets import read_indices
+from dmm.tasks import Task, load_task
+from dmm.training import accelerator
+from dmm.unlearning.base import Inputs, Problem
+from dmm.unlearning.configs import configured_method
+from dmm.unlearning.registry import method_class
+
+SEEDS = {"datamodels": 1, "select": 2, "report": 3, "calibration": 4, "shadows": 5,
+         "ulira_oracles": 6}
+PHASES = ("select", "report")
+FLOOR = "noise-floor"  # the label of the noise floor's rows (a second oracle fleet)
+
+
+@dataclass
+class Workspace:
+    """One benchmark's config, task and caches (fleets, runs) under ``out/cache``."""
+
+    cfg: BenchConfig
+    out: Path
+    device: str = "auto"
+    log: Callable[[str], None] = print
+    progress: bool = True
+    task: Task = field(init=False)
+    fleets: FleetCache = field(init=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.task = load_task(self.cfg.task, self.cfg.data)
+        self.cache = self.out / "cache"
+        self.fleets = FleetCache(self.cache / "fleets", self.task, self.cfg.shard_size,
+                                 self.device, self.log, self.progress)
+        self.fleets.timings = self.timings
+        self.labels = self.task.data.y_all.numpy()
+        self.n = self.task.data.n_train
+
+    def fleet(self, name: str, kind: str, models: int, seed: int, **kwargs: Any) -> Fleet:
+        """A fleet of the benchmark (its seed offset by the config's seed)."""
+        return self.fleets.get(name, kind, models, self.cfg.seed * 100 + seed, **kwargs)
+
+    def splits(self, forget: np.ndarray) -> Splits:
+        return Splits.of(forget, self.n, len(self.labels))
+
+
+@dataclass
+class Sides:
+    """One protocol phase on one forget set: originals, scoring oracles, matching oracles."""
+
+    originals: Fleet
+    ensemble: Ensemble
+    oracles: Fleet
+    oracle_outputs: Outputs
+    other_oracles: Fleet
+
+
+def fit_attribution(ws: Workspace) -> LinearAttribution:
+    """Datamodels on the datamodel fleet, the forget suite, and the calibrated scale."""
+    from dmm.attribution import (
+        build_forget_suite,
+        fit_datamodels,
+        fit_scale_from_fleets,
+        load_attribution,
+        save_attribution,
+        write_suite,
+    )
+
+    spec, cache = ws.cfg.attribution, ws.cache
+    path, suite = cache / "attribution", cache / "forget_sets"
+    if (path / "manifest.json").is_file() and (suite / "suite.json").is_file():
+        return load_attribution(path, ws.task)
+    dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
+    t0 = time.perf_counter()
+    ws.log(f"fitting {spec.solver} datamodels on {spec.models} models")
+    attr = fit_datamodels(dm, spec.solver,
+                          device="cuda" if accelerator(ws.device) == "gpu" else "cpu")
+    ws.timings["datamodels fit"] = time.perf_counter() - t0
+    s = ws.cfg.forget_sets
+    sets, info = build_forget_suite(
+        attr, ws.labels, tuple(s.random_sizes), tuple(s.pc_sizes), s.pc_top_bottom,
+        tuple(s.classes), s.class_size, s.seed)
+    write_suite(sets, info, suite, overwrite=True)
+    originals = ws.fleet("calibration_originals", "original", spec.calibration_models,
+                         SEEDS["calibration"])
+    rng = np.random.default_rng([ws.cfg.seed, SEEDS["calibration"]])
+    oracles = [ws.fleet(f"calibration_oracles_{i}", "oracle", spec.calibration_models,
+                        SEEDS["calibration"] + 10 + i,
+                        forget=np.sort(rng.choice(ws.n, size, replace=False)))
+               for i, size in enumerate(spec.calibration_sizes)]
+    attr.scale, attr.info["scale_fit"] = fit_scale_from_fleets(attr, originals, oracles)
+    ws.log(f"DM-Direct scale s = {attr.scale:.3f} (from {len(oracles)} fresh random sets)")
+    save_attribution(attr, path, ws.task, overwrite=True)
+    return load_attribution(path, ws.task)
+
+
+def load_forget_sets(ws: Workspace) -> dict[str, np.ndarray]:
+    """The evaluated sets of the suite (all of them by default)."""
+    folder = ws.cache / "forget_sets"
+    names = ws.cfg.forget_sets.evaluate or sorted(p.stem for p in folder.glob("*.txt"))
+    missing = [s for s in names if not (folder / f"{s}.txt").is_file()]
+    if missing:
+        raise DmmError(f"unknown forget sets {missing} (the suite has "
+                       f"{sorted(p.stem for p in folder.glob('*.txt'))})")
+    return {s: read_indices(folder / f"{s}.txt", ws.n) for s in names}
+
+
+def originals(ws: Workspace) -> dict[str, tuple[Fleet, Ensemble]]:
+    """The selection and report fleets of N originals, with their models loaded."""
+    out = {}
+    for phase in PHASES:
+        f = ws.fleet(f"originals_{phase}", "original", ws.cfg.models, SEEDS[phase])
+        out[phase] = (f, f.ensemble(ws.task))
+    return out
+
+
+def sides(ws: Workspace, phase: str, name: str, forget: np.ndarray,
+          originals: dict[str, tuple[Fleet, Ensemble]]) -> Sides:
+    """Phase ``phase`` of forget set ``name``: its originals, the N oracles that score it
+    and the other phase's N oracles (what Oracle Matching matches)."""
+    other = "report" if phase == "select" else "select"
+    oracles = ws.fleet(f"oracles_{name}_{phase}", "oracle", ws.cfg.models, SEEDS[phase] + 10,
+                       forget=forget)
+    matching = ws.fleet(f"oracles_{name}_{other}", "oracle", ws.cfg.models, SEEDS[other] + 10,
+                        forget=forget)
+    fleet, ens = originals[phase]
+    return Sides(fleet, ens, oracles, Outputs.from_logits(oracles.logits, ws.labels), matching)
+
+
+def score(ws: Workspace, outputs: Outputs, sides: Sides, forget: np.ndarray) -> dict[str, Any]:
+    """The metrics (all but U-LiRA, which :func:`ulira` adds) of ``outputs`` against the
+    scoring oracles of ``sides``."""
+    names = [m for m in ws.cfg.metrics if m != "ulira"]
+    case = Case(sides.oracle_outputs, outputs, ws.splits(forget))
+    return columns(evaluate_case(case, names))
+
+
+def floor_row(ws: Workspace, set_name: str, forget: np.ndarray, report: Sides
+              ) -> dict[str, Any]:
+    """The noise floor: the selection oracles scored against the report oracles."""
+    other = Outputs.from_logits(report.other_oracles.logits, ws.labels)
+    return {"forget_set": set_name, "method": FLOOR, "params": {}, "diverged": 0,
+            "compute_fraction": 1.0, "seconds": 0.0, **score(ws, other, report, forget)}
+
+
+def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
+              hparams: dict[str, Any], sides: Sides, attr: LinearAttribution
+              ) -> dict[str, Any]:
+    """One method at one grid point on all N originals of a phase (cached); report rows
+    carry the file of their outputs and the oracles they were scored against."""
+    key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
+                "originals": sides.originals.manifest["seed"],
+                "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
+                "metrics": ws.cfg.metrics})
+    path = ws.cache / "runs" / phase / set_name / method / f"{key}.json"
+    outputs_file = path.with_suffix(".npz")
+    if not path.is_file():
+        write_json(path, _unlearn(ws, phase, set_name, forget, method, hparams, sides, attr,
+                                  outputs_file))
+    row = read_json(path)
+    if phase == "report":  # located now, so that the out dir can move
+        row |= {"outputs_file": str(outputs_file), "oracles": str(sides.oracles.path)}
+    return row
+
+
+def _unlearn(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
+             hparams: dict[str, Any], sides: Sides, attr: LinearAttribution,
+             outputs_file: Path) -> dict[str, Any]:
+    from dmm.artifacts import atomic_path
+    from dmm.attribution.oracle import OraclePredictor
+
+    problem = Problem.single(ws.task, sides.ensemble, forget, keys=sides.originals.keys,
+                             device=ws.device,
+                             inputs=Inputs(predictor=attr,
+                                           oracle=OraclePredictor(sides.other_oracles)))
+    m = configured_method(method, **hparams)
+    result = m(problem)
+    outputs = Outputs.from_logits(result.logits.numpy(), ws.labels)
+    if phase == "report":
+        with atomic_path(outputs_file) as tmp, open(tmp, "wb") as f:
+            np.savez(f, margins=outputs.margins, correct=outputs.correct)
+    return {"forget_set": set_name, "method": method, "params": result.hparams,
+            "diverged": int(result.diverged.sum()),
+            "compute_fraction": result.compute_fraction, "seconds": result.seconds,
+            **score(ws, outputs, sides, forget)}
+
+
+def choose(method: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grid point(s) carried to the report phase: the lowest forget KLoM95 among
+    points with no diverged model (every point for methods that report each one)."""
+    ok = [r for r in rows if r["diverged"] == 0] or rows
+    if method_class(method).select_each_point:
+        return ok
+    return [min(ok, key=lambda r: (r["klom95_forget"], r["compute_fraction"]))]
+
+
+def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
+          attr: LinearAttribution, shadows: Fleet) -> float:
+    """U-LiRA AUC of one report row's method at its chosen hyperparameters (cached)."""
+    from dmm.evals.ulira_harness import run_ulira
+
+    spec = ws.cfg.ulira
+    name = method_of(row["method"])
+    size = min(len(sets[row["forget_set"]]), spec.max_forget)
+    key = _key({"method": name, "hparams": row["params"], "size": size, "spec": asdict(spec)})
+    path = ws.cache / "runs" / "ulira" / f"{name}-{key}.json"
+    if not path.is_file():
+        def oracles(masks: np.ndarray) -> Fleet:
+            return ws.fleet(f"ulira_oracles_{size}", "subset", len(masks),
+                            SEEDS["ulira_oracles"], masks=masks)
+
+        method = configured_method(name, **row["params"])
+        res = run_ulira(ws.task, method, shadows, spec.targets, size, seed=ws.cfg.seed,
+                        device=ws.device, inputs=Inputs(predictor=attr), oracles=oracles)
+        write_json(path, {"auc": res["auc"], "report": res})
+    return read_json(path)["auc"]
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def method_of(label: str) -> str:
+    """The method name of a row label (``retrain@0.1`` -> ``retrain``)."""
+    return label.split("@")[0]

@@ -1,0 +1,149 @@
+"""Training a fleet shard by shard into a store (:mod:`dmm.fleet.store`).
+
+Every model's randomness comes from its own key (:func:`dmm.recipe.model_key`), so a
+shard can be recomputed exactly: re-running the same command after an interruption
+resumes, never recomputes finished shards, and ends with exactly the result of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from dmm.artifacts import fingerprint
+from dmm.errors import DmmError
+from dmm.fleet.store import FLEET_FORMAT, KINDS, Fleet, FleetWriter, Kind, load_fleet
+from dmm.forget_sets import validate_indices
+from dmm.recipe import model_key
+from dmm.tasks import Task
+from dmm.training import train_ensemble
+
+
+def fleet_masks(kind: str, n_models: int, n_train: int, seed: int,
+                forget: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+    """Training masks [models, n_train]: all ones (original), all but ``forget`` (oracle),
+    or independent Bernoulli(``alpha``) subsets (datamodel)."""
+    masks = np.ones((n_models, n_train), dtype=bool)
+    if kind == "oracle":
+        masks[:, forget] = False
+    elif kind == "datamodel":
+        for j in range(n_models):
+            rng = np.random.default_rng([model_key(seed, j), 1])
+            masks[j] = rng.random(n_train) < alpha
+    elif kind != "original":
+        raise DmmError(f"fleet kind {kind!r} has no mask rule (one of original, oracle, "
+                       "datamodel; subset fleets take their masks)")
+    return masks
+
+
+def train_fleet(
+    task: Task,
+    kind: Kind,
+    models: int,
+    out: Path,
+    seed: int = 0,
+    forget: np.ndarray | None = None,
+    alpha: float = 0.5,
+    masks: np.ndarray | None = None,
+    shard_size: int = 256,
+    dtype: Literal["float32", "float16"] = "float32",
+    save_weights: bool | None = None,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    overwrite: bool = False,
+    reuse: bool = False,
+    progress: bool = True,
+) -> Fleet:
+    """Train (or resume) a fleet and store every model's logits on all points.
+    Resumable: re-run the same command after an interruption.
+
+    Args:
+        task: the task whose recipe trains each model.
+        kind: original (all data), oracle (all but the forget set), datamodel (random
+            subsets, each example in with probability alpha) or subset (given masks).
+        models: number of models.
+        out: fleet directory (built in <out>.partial).
+        seed: the fleet's seed; model j's randomness is model_key(seed, j).
+        forget: the forget set, for oracle fleets.
+        alpha: subset probability (datamodel).
+        masks: [models, n_train] training masks of a subset fleet.
+        shard_size: models trained together (one vectorised ensemble) and saved at once.
+        dtype: storage type of the logits.
+        save_weights: keep weights (default: true for original, oracle and subset fleets).
+        device: auto (CUDA when present), cpu or cuda.
+        overwrite: replace an existing output (only once the new one is complete).
+        reuse: if out holds a complete fleet with exactly these settings, return it (a
+            cache); one with other settings is refused.
+        progress: show a progress bar.
+    """
+    out = Path(out)
+    if models < 1:
+        raise DmmError(f"the number of models must be positive, got {models}")
+    if shard_size < 1:
+        raise DmmError(f"shard size must be positive, got {shard_size}")
+    if kind not in KINDS:
+        raise DmmError(f"unknown fleet kind {kind!r} (one of {', '.join(KINDS)})")
+    if (kind == "oracle") != (forget is not None):
+        raise DmmError("an oracle fleet needs a forget set (--forget), and only an oracle fleet")
+    if (kind == "subset") != (masks is not None):
+        raise DmmError("a subset fleet needs its training masks, and only a subset fleet")
+    if forget is not None:
+        forget = validate_indices(forget, task.data.n_train)
+    if masks is None:
+        masks = fleet_masks(kind, models, task.data.n_train, seed, forget, alpha)
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape != (models, task.data.n_train) or not masks.any(1).all():
+        raise DmmError(f"masks must be [{models}, {task.data.n_train}] with an example in "
+                       "each row")
+    if out.exists() and not overwrite and not reuse:
+        raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
+    if save_weights is None:
+        save_weights = kind != "datamodel"
+
+    n_points = task.data.n_train + task.data.n_val
+    manifest = {
+        "format": FLEET_FORMAT,
+        **task.identity(),
+        "kind": kind,
+        "models": models,
+        "seed": seed,
+        "alpha": alpha if kind == "datamodel" else None,
+        "forget": None if forget is None else forget.tolist(),
+        "shard_size": shard_size,
+        "dtype": dtype,
+        "save_weights": save_weights,
+        "recipe": vars(task.recipe).copy(),
+        "n_points": n_points,
+    }
+    if kind == "subset":
+        manifest["masks_fingerprint"] = fingerprint(masks)
+    if out.exists() and reuse and not overwrite:
+        fleet = load_fleet(out, task)
+        if {k: fleet.manifest.get(k) for k in manifest} != manifest:
+            raise DmmError(f"{out} holds a fleet with other settings than requested")
+        return fleet
+    store = FleetWriter(out, manifest, masks, task.data.y_all.numpy(), task.data.n_classes,
+                        overwrite)
+    done = store.done()
+    bar = tqdm(total=models, desc=f"fleet {kind}", unit="model", disable=not progress)
+    bar.update(sum(min(shard_size, models - s * shard_size) for s in done))
+    x_all, n = task.data.x_all, task.data.n_train
+    for s in range(-(-models // shard_size)):
+        if s in done:
+            continue
+        ids = list(range(s * shard_size, min((s + 1) * shard_size, models)))
+        t0 = time.perf_counter()
+        ens = train_ensemble(task, [model_key(seed, j) for j in ids], store.masks[ids],
+                             device=device)
+        logits = ens.predict(x_all)
+        val = logits[:, n:].argmax(-1) == task.data.y_val
+        store.write_shard(s, ids, logits.numpy(), ens.stacked_state() if save_weights else None,
+                          {"seconds": time.perf_counter() - t0,
+                           "val_accuracy": val.float().mean(1).tolist()})
+        bar.update(len(ids))
+    bar.close()
+    return store.finish()
