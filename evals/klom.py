@@ -1,15 +1,20 @@
-"""KLoM: KL divergence of margins, KL(oracle || unlearned), per evaluation point.
+"""KLoM: KL divergence of margins per evaluation point, in both directions.
 
 Definition (DESIGN.md section 5), for each point x:
   1. N oracle models (retrained without the forget set) and N unlearned models;
      their margins at x, clipped to [-100, 100].
   2. 20 equal-width bins spanning the joint [min, max] of both samples (width 1
      when min == max); every sample falls in a bin, the maximum included.
-  3. p = oracle histogram, q = unlearned histogram, both normalised; where p > 0
-     and q == 0, q := 1e-5; q is renormalised.
-  4. KLoM(x) = sum_b p_b log(p_b / q_b), natural log. It is 0 when the histograms
-     agree and about ln(1e5) = 11.51 at most (exactly ln(1e5 + 1) when each side's
-     samples all fall in one bin and the two bins differ; never above ln(1e5 + 19)).
+  3. p = oracle histogram, q = unlearned histogram, both normalised.
+  4. ``oracle||unlearned`` (the default; the direction of DESIGN.md):
+     where p > 0 and q == 0, q := 1e-5, q renormalised; KLoM(x) = sum_b p_b log(p_b / q_b).
+     ``unlearned||oracle`` (the direction of the DMM paper's released auditing code and
+     of EasyDUB): the same with the roles swapped, the 1e-5 floor on empty *oracle* bins;
+     KLoM(x) = sum_b q_b log(q_b / p_b). It penalises an unlearned distribution that is
+     wider than the oracles', which the default direction barely sees.
+  Natural log. Either is 0 when the histograms agree and about ln(1e5) = 11.51 at most
+  (exactly ln(1e5 + 1) when each side's samples all fall in one bin and the two bins
+  differ; never above ln(1e5 + 19)).
 
 Everything is vectorised over points: the cost is a few passes over [N, points].
 """
@@ -27,6 +32,7 @@ N_BINS = 20
 CLIP = 100.0
 Q_FLOOR = 1e-5
 DIRECTION = "KL(oracle || unlearned)"
+DIRECTIONS = ("oracle||unlearned", "unlearned||oracle")
 KLOM_CAP = float(np.log(1.0 / Q_FLOOR))  # nominal cap ln(1e5); see the module docstring
 
 MAIN_SPLITS = ("forget", "retain", "validation")
@@ -85,28 +91,36 @@ def _histograms(samples: np.ndarray, lo: np.ndarray, width: np.ndarray) -> np.nd
     return np.bincount(flat, minlength=n_points * N_BINS).reshape(n_points, N_BINS)
 
 
-def klom(oracle_margins: Any, unlearned_margins: Any) -> np.ndarray:
-    """Per-point KLoM = KL(p_oracle || q_unlearned), shape [points].
+def klom(oracle_margins: Any, unlearned_margins: Any,
+         direction: str = "oracle||unlearned") -> np.ndarray:
+    """Per-point KLoM, shape [points]: KL(p_oracle || q_unlearned) by default, or
+    KL(q_unlearned || p_oracle) with ``direction="unlearned||oracle"``.
 
     Args:
         oracle_margins: [N, points] margins of N oracle models (retrained without F).
         unlearned_margins: [N, points] margins of N unlearned models, same points.
+        direction: ``oracle||unlearned`` or ``unlearned||oracle``.
 
-    The order matters: the first argument is the reference distribution p.
+    The argument order is fixed (oracles first); ``direction`` names the reference.
     Raises ValueError for different N, different point counts, arrays that are not
-    2-D, or NaN/inf margins.
+    2-D, NaN/inf margins or an unknown direction.
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
     lo, width = _joint_range(oracle, unlearned)
     p = _histograms(oracle, lo, width) / oracle.shape[0]
     q = _histograms(unlearned, lo, width) / unlearned.shape[0]
+    if direction == "unlearned||oracle":
+        p, q = q, p
     q = np.where((p > 0) & (q == 0), Q_FLOOR, q)
     q = q / q.sum(axis=1, keepdims=True)
     ratio = np.where(p > 0, p / np.where(q > 0, q, 1.0), 1.0)
     return (p * np.log(ratio)).sum(axis=1)
 
 
-def klom_summary(values: Any, splits: Mapping[str, Any]) -> dict[str, Any]:
+def klom_summary(values: Any, splits: Mapping[str, Any], direction: str = DIRECTION
+                 ) -> dict[str, Any]:
     """Summarise per-point KLoM values by split.
 
     Args:
@@ -137,4 +151,31 @@ def klom_summary(values: Any, splits: Mapping[str, Any]) -> dict[str, Any]:
         }
     p95s = [out[k]["p95"] for k in MAIN_SPLITS if k in out]
     mean_p95 = float(np.mean(p95s)) if len(p95s) == 3 and None not in p95s else None
-    return {"direction": DIRECTION, "splits": out, "mean_p95": mean_p95}
+    return {"direction": direction, "splits": out, "mean_p95": mean_p95}
+
+
+def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[str, Any],
+                  direction: str = "oracle||unlearned", resamples: int = 200, seed: int = 0,
+                  chunk: int = 20) -> dict[str, np.ndarray]:
+    """Bootstrap samples of each split's KLoM95 (and of the mean of the three): every
+    resample draws N oracle and N unlearned models with replacement, independently per
+    side and the same draw for every point, and recomputes the per-point KLoM (its bins
+    included) and the split's 95th percentile. Returns {split: [resamples]} and "mean"."""
+    oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
+    n, points = oracle.shape
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, 2, n))
+    idx = {k: as_index(v, k, points) for k, v in splits.items()}
+    out: dict[str, list[float]] = {k: [] for k in idx}
+    for start in range(0, resamples, chunk):
+        d = draws[start:start + chunk]
+        b = len(d)
+        o = oracle[d[:, 0]].transpose(1, 0, 2).reshape(n, b * points)  # [N, b * points]
+        u = unlearned[d[:, 1]].transpose(1, 0, 2).reshape(n, b * points)
+        values = klom(o, u, direction).reshape(b, points)
+        for k, v in idx.items():
+            out[k] += np.percentile(values[:, v], 95, axis=1).tolist()
+    result = {k: np.asarray(v) for k, v in out.items()}
+    if all(k in result for k in MAIN_SPLITS):
+        result["mean"] = np.mean([result[k] for k in MAIN_SPLITS], axis=0)
+    return result

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .klom import MAIN_SPLITS
+from .klom import DIRECTIONS, MAIN_SPLITS, bootstrap_p95
 from .margins import margins as margins_of
 from .membership import competition_score, loss_threshold_attack
 from .report import klom_block
@@ -90,26 +90,93 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _both_directions(reference: np.ndarray, compared: np.ndarray, splits: Splits,
+                     compared_models: str) -> dict[str, Any]:
+    block = klom_block(reference, compared, splits, compared_models=compared_models)
+    block["reverse"] = klom_block(reference, compared, splits, compared_models=compared_models,
+                                  direction="unlearned||oracle")
+    return block
+
+
 class KLoM(Metric):
-    """KL(oracle || unlearned) of margin histograms per point, per split (and of the
-    noise-floor fleet, when given)."""
+    """KLoM per point and split in both directions, KL(oracle || unlearned) and
+    KL(unlearned || oracle) (``reverse``), and the same for the noise-floor fleet."""
 
     name = "klom"
     columns = (*(f"klom95_{SHORT[s]}" for s in MAIN_SPLITS), "klom95_mean",
-               *(f"klom99_{SHORT[s]}" for s in MAIN_SPLITS))
+               *(f"klom99_{SHORT[s]}" for s in MAIN_SPLITS),
+               *(f"klom95_{SHORT[s]}_rev" for s in MAIN_SPLITS), "klom95_mean_rev")
 
     def block(self, case: Case) -> dict[str, Any]:
-        out = klom_block(case.oracle.margins, case.unlearned.margins, case.splits,
-                         compared_models="unlearned")
-        out["noise_floor"] = None if case.floor is None else klom_block(
-            case.oracle.margins, case.floor.margins, case.splits, compared_models="oracle_2")
+        out = _both_directions(case.oracle.margins, case.unlearned.margins, case.splits,
+                               "unlearned")
+        out["noise_floor"] = None if case.floor is None else _both_directions(
+            case.oracle.margins, case.floor.margins, case.splits, "oracle_2")
         return out
 
     def values(self, block: dict[str, Any]) -> dict[str, float]:
-        s = block["splits"]
+        s, r = block["splits"], block["reverse"]["splits"]
         return {**{f"klom95_{SHORT[k]}": s[k]["p95"] for k in MAIN_SPLITS},
                 "klom95_mean": block["mean_p95"],
-                **{f"klom99_{SHORT[k]}": s[k]["p99"] for k in MAIN_SPLITS}}
+                **{f"klom99_{SHORT[k]}": s[k]["p99"] for k in MAIN_SPLITS},
+                **{f"klom95_{SHORT[k]}_rev": r[k]["p95"] for k in MAIN_SPLITS},
+                "klom95_mean_rev": block["reverse"]["mean_p95"]}
+
+
+class KLoMInterval(Metric):
+    """95% bootstrap intervals of every KLoM95 (both directions, each split and the mean):
+    B resamples of N models with replacement on each side, independently per side
+    (DESIGN.md section 5, error bars)."""
+
+    name = "klom_interval"
+    resamples, seed = 200, 0
+    columns = tuple(f"klom95_{SHORT.get(k, k)}{tag}_{end}" for tag in ("", "_rev")
+                    for k in (*MAIN_SPLITS, "mean") for end in ("lo", "hi"))
+
+    def block(self, case: Case) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "metric": "95% bootstrap interval of KLoM95 (2.5th-97.5th percentile)",
+            "resamples": self.resamples, "seed": self.seed,
+            "resampling": "N oracle and N unlearned models with replacement, independently "
+                          "per side, the same draw for every point; bins recomputed",
+            "reference_models": "oracle", "compared_models": "unlearned"}
+        for direction in DIRECTIONS:
+            boot = bootstrap_p95(case.oracle.margins, case.unlearned.margins, case.splits,
+                                 direction, self.resamples, self.seed)
+            out[direction] = {k: np.percentile(v, [2.5, 97.5]).tolist() for k, v in boot.items()}
+        return out
+
+    def values(self, block: dict[str, Any]) -> dict[str, float]:
+        out = {}
+        for direction, tag in zip(DIRECTIONS, ("", "_rev"), strict=True):
+            for k in (*MAIN_SPLITS, "mean"):
+                lo, hi = block[direction][k]
+                out[f"klom95_{SHORT.get(k, k)}{tag}_lo"] = lo
+                out[f"klom95_{SHORT.get(k, k)}{tag}_hi"] = hi
+        return out
+
+
+class Spread(Metric):
+    """How wide the unlearned models' margins are spread against the oracles': per point
+    the ratio of standard deviations across models, its median per split (1 = as wide)."""
+
+    name = "spread"
+    columns = tuple(f"spread_{SHORT[s]}" for s in MAIN_SPLITS)
+
+    def block(self, case: Case) -> dict[str, Any]:
+        sd_o, sd_u = case.oracle.margins.std(0), case.unlearned.margins.std(0)
+        ok = sd_o > 0
+        ratio = np.where(ok, sd_u / np.where(ok, sd_o, 1.0), np.nan)
+        return {"metric": "spread: median over points of std(unlearned) / std(oracle) of "
+                          "the margins across models",
+                "reference_models": "oracle", "compared_models": "unlearned",
+                "direction": "1 is best; above 1 the unlearned models are more spread out "
+                             "than the oracles (distinguishable from them)",
+                "splits": {k: float(np.nanmedian(ratio[v])) if ok[v].any() else None
+                           for k, v in case.splits.items()}}
+
+    def values(self, block: dict[str, Any]) -> dict[str, float]:
+        return {f"spread_{SHORT[k]}": _num(block["splits"][k]) for k in MAIN_SPLITS}
 
 
 class Accuracy(Metric):
@@ -221,7 +288,8 @@ class ULiRA(Metric):
         return {"ulira_auc": _num(block["auc"])}
 
 
-DEFAULT_METRICS = ("klom", "accuracy", "competition_score", "loss_attack", "ulira")
+DEFAULT_METRICS = ("klom", "klom_interval", "spread", "accuracy", "competition_score",
+                   "loss_attack", "ulira")
 
 
 def check_metrics(names: Sequence[str]) -> list[str]:

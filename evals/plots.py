@@ -33,7 +33,8 @@ def plot_margin_histograms(
     Args:
         oracle_margins, unlearned_margins: [N, points] margins (as for ``klom``).
         path: output image; the format follows the suffix (.png, .pdf, .svg).
-        points: which points to draw; default the ``n_worst`` with the largest KLoM.
+        points: which points to draw; default the ``n_worst`` with the largest KLoM in
+            either direction.
         titles: one title per drawn point (default "point i").
         labels: legend names of the two fleets.
 
@@ -43,10 +44,12 @@ def plot_margin_histograms(
     """
     oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
     values = klom(oracle, unlearned)
+    reverse = klom(oracle, unlearned, "unlearned||oracle")
     if points is None:
         if n_worst < 1:
             raise ValueError(f"n_worst must be positive, got {n_worst}")
-        chosen = [int(i) for i in np.argsort(-values, kind="stable")[:n_worst]]
+        worst = np.maximum(values, reverse)
+        chosen = [int(i) for i in np.argsort(-worst, kind="stable")[:n_worst]]
     else:
         chosen = [int(i) for i in as_numpy(points).ravel()]
         bad = [i for i in chosen if not 0 <= i < values.size]
@@ -73,12 +76,13 @@ def plot_margin_histograms(
         ax.hist(oracle[:, i], bins=edges[i], alpha=0.55, label=labels[0], color="tab:blue")
         ax.hist(unlearned[:, i], bins=edges[i], alpha=0.55, label=labels[1], color="tab:orange")
         head = titles[k] if titles is not None else f"point {i}"
-        ax.set_title(f"{head}\nKLoM {values[i]:.2f}", fontsize=9)
+        ax.set_title(f"{head}\nKLoM {values[i]:.2f} fwd, {reverse[i]:.2f} rev", fontsize=9)
         ax.set_xlabel(f"margin (clipped to ±{CLIP:g})", fontsize=8)
         ax.tick_params(labelsize=7)
         if k == 0:
             ax.legend(fontsize=7)
-    fig.suptitle(suptitle or f"Margin histograms, KLoM = {DIRECTION}", fontsize=10)
+    fig.suptitle(suptitle or f"Margin histograms; fwd = {DIRECTION}, rev = KL(unlearned || "
+                 "oracle)", fontsize=10)
     # Fixed spacing (constrained layout costs more than the drawing itself).
     width, height = fig.get_figwidth(), fig.get_figheight()
     fig.subplots_adjust(left=0.6 / width, right=1.0 - 0.15 / width, bottom=0.55 / height,

@@ -18,19 +18,23 @@ SCHEMA = "dmm.evals.report/2"
 
 
 def klom_block(reference: Any, compared: Any, splits: Mapping[str, Any], *,
-               reference_models: str = "oracle", compared_models: str = "unlearned"
-               ) -> dict[str, Any]:
-    """KLoM of ``compared`` against ``reference`` margins ([N, points] each), summarised
-    per split; ``splits`` must hold forget, retain and validation."""
+               reference_models: str = "oracle", compared_models: str = "unlearned",
+               direction: str = "oracle||unlearned") -> dict[str, Any]:
+    """KLoM of ``compared`` margins against ``reference`` margins ([N, points] each),
+    summarised per split; ``splits`` must hold forget, retain and validation.
+    ``direction`` ``oracle||unlearned`` is KL(reference || compared), ``unlearned||oracle``
+    KL(compared || reference)."""
     missing = [s for s in MAIN_SPLITS if s not in splits]
     if missing:
         raise ValueError(f"splits must include {list(MAIN_SPLITS)}; missing {missing}")
     ref = as_float(reference, f"{reference_models} margins", ndim=2)
     comp = as_float(compared, f"{compared_models} margins", ndim=2)
-    summary = klom_summary(klom(ref, comp), splits)
+    names = (reference_models, compared_models)
+    name = "KL({} || {})".format(*(names if direction == "oracle||unlearned" else names[::-1]))
+    summary = klom_summary(klom(ref, comp, direction), splits, name)
     return to_jsonable({
         "metric": "KLoM",
-        "direction": f"KL({reference_models} || {compared_models})",
+        "direction": name,
         "reference_models": reference_models,
         "compared_models": compared_models,
         "n_models_per_side": int(ref.shape[0]),
@@ -46,30 +50,28 @@ def _fmt(x: Any) -> str:
 
 
 def klom_table_markdown(report: Mapping[str, Any]) -> str:
-    """The KLoM table of an evaluation report as markdown, noise floor beside it."""
+    """The KLoM table of an evaluation report as markdown: both directions, the noise floor
+    beside each."""
     k = report["metrics"]["klom"]
     nf = k.get("noise_floor")
-    head = ["split", "p95", "p99", "mean"]
+    blocks = [("", k), (" rev", k["reverse"])]
     if nf is not None:
-        head += ["noise floor p95", "noise floor p99"]
-    head.append("points")
+        blocks += [(" floor", nf), (" floor rev", nf["reverse"])]
+    head = ["split", *(f"p95{tag}" for tag, _ in blocks), "p99", "mean", "points"]
     lines = [
-        f"KLoM of {report.get('method', 'unlearned')}: {k['direction']}, "
-        f"{k['n_models_per_side']} models per side"
-        + (f"; noise floor: {nf['direction']}" if nf is not None else ""),
+        f"KLoM of {report.get('method', 'unlearned')}, {k['n_models_per_side']} models per "
+        f"side: p95 = {k['direction']}, p95 rev = {k['reverse']['direction']}"
+        + (f"; floor: {nf['direction']} and {nf['reverse']['direction']}"
+           if nf is not None else ""),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for name, row in k["splits"].items():
-        cells = [name, _fmt(row["p95"]), _fmt(row["p99"]), _fmt(row["mean"])]
-        if nf is not None:
-            cells += [_fmt(nf["splits"][name]["p95"]), _fmt(nf["splits"][name]["p99"])]
-        cells.append(str(row["n_points"]))
+        cells = [name, *(_fmt(b["splits"][name]["p95"]) for _, b in blocks),
+                 _fmt(row["p99"]), _fmt(row["mean"]), str(row["n_points"])]
         lines.append("| " + " | ".join(cells) + " |")
-    cells = ["mean of p95 (forget, retain, validation)", _fmt(k["mean_p95"]), "", ""]
-    if nf is not None:
-        cells += [_fmt(nf["mean_p95"]), ""]
-    cells.append("")
+    cells = ["mean of p95 (forget, retain, validation)", *(_fmt(b["mean_p95"]) for _, b in blocks),
+             "", "", ""]
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -140,17 +140,18 @@ def test_dmm_eval_reports_the_bench_metrics_for_the_same_models(quick_run, tmp_p
     (outputs,) = (quick_run / "cache" / "runs" / "report" / "random_10" / "dmm").glob("*.npz")
     fleets = quick_run / "cache" / "fleets"
     main(["eval", "--oracles", str(fleets / "oracles_random_10_report"), "--unlearned",
-          str(outputs), "--out", str(tmp_path / "eval"), "--metrics", "[klom, accuracy, "
-          "competition_score, loss_attack]"])
+          str(outputs), "--out", str(tmp_path / "eval"), "--metrics", "[klom, klom_interval, "
+          "spread, accuracy, competition_score, loss_attack]"])
     import json
 
-    from dmm.evals import columns
+    from dmm.evals import METRICS, columns
 
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     values = columns(report["metrics"])
     for column, value in values.items():
         assert float(row[column]) == pytest.approx(value, rel=1e-5), column
-    assert len(values) == 12
+    assert set(values) == {c for name, m in METRICS.items() if name != "ulira"
+                           for c in m.columns}
 
 
 def test_no_method_name_is_compared_in_the_cli_the_api_or_the_bench():

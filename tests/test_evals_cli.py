@@ -66,8 +66,8 @@ def test_report_names_references_and_directions(fleets, tiny, tmp_path, capsys):
         ("KL(oracle || unlearned)", "oracle", "unlearned")
     assert (nf["direction"], nf["reference_models"], nf["compared_models"]) == \
         ("KL(oracle || oracle_2)", "oracle", "oracle_2")
-    assert set(report["metrics"]) == {"klom", "accuracy", "competition_score", "loss_attack",
-                                      "ulira"}
+    assert set(report["metrics"]) == {"klom", "klom_interval", "spread", "accuracy",
+                                      "competition_score", "loss_attack", "ulira"}
     for name, metric in report["metrics"].items():
         if name != "ulira":  # no shadow fleet given
             assert metric["reference_models"] == "oracle", name

@@ -65,6 +65,38 @@ def test_direction_matters_on_an_asymmetric_case():
     assert klom(oracle, unlearned)[0] == pytest.approx(forward, rel=1e-12)
     assert klom(unlearned, oracle)[0] == pytest.approx(backward, rel=1e-12)
     assert abs(forward - backward) > 0.01
+    # The reverse direction is KL(unlearned || oracle), oracles still given first.
+    assert klom(oracle, unlearned, "unlearned||oracle")[0] == pytest.approx(backward, rel=1e-12)
+
+
+def test_reverse_direction_floors_empty_oracle_bins():
+    # Unlearned in bins 0 and 19, oracle only in bin 0: in KL(u || o) the empty oracle bin
+    # gets 1e-5, renormalised: p_o = (1, 1e-5) / (1 + 1e-5), q_u = (1/2, 1/2).
+    oracle, unlearned = col(0, 0, 0, 0), col(0, 0, 1, 1)
+    p0, p1 = 1 / (1 + 1e-5), 1e-5 / (1 + 1e-5)
+    want = 0.5 * math.log(0.5 / p0) + 0.5 * math.log(0.5 / p1)
+    assert klom(oracle, unlearned, "unlearned||oracle")[0] == pytest.approx(want, rel=1e-12)
+    # The forward direction sees nothing missing: every oracle bin has unlearned mass.
+    assert klom(oracle, unlearned)[0] == pytest.approx(math.log(2), rel=1e-12)
+    with pytest.raises(ValueError, match="direction"):
+        klom(oracle, unlearned, "both")
+
+
+def test_a_wider_unlearned_fleet_is_flagged_by_the_strict_direction_only():
+    """Same means, unlearned margins spread 1.3x wider: KL(unlearned || oracle) flags it,
+    KL(oracle || unlearned) barely moves (measured against two oracle fleets' noise)."""
+    rng = np.random.default_rng(0)
+    n, points = 100, 2000
+    mean = rng.normal(scale=3.0, size=points)
+    oracle, oracle_2, base = (mean + rng.normal(size=(n, points)) for _ in range(3))
+    wider = mean + 1.3 * (base - mean)
+    p95 = {d: {name: np.percentile(klom(oracle, other, d), 95)
+               for name, other in (("floor", oracle_2), ("wider", wider))}
+           for d in ("oracle||unlearned", "unlearned||oracle")}
+    fwd, rev = p95["oracle||unlearned"], p95["unlearned||oracle"]
+    assert rev["wider"] > 1.5 * rev["floor"]
+    assert fwd["wider"] < 1.25 * fwd["floor"]
+    assert rev["wider"] / rev["floor"] > fwd["wider"] / fwd["floor"] + 0.3
 
 
 def test_sample_at_joint_maximum_is_counted():

@@ -89,20 +89,65 @@ def test_report_checks_inputs():
         report(oracle, unlearned, metrics=("klom", "bleu"))
 
 
-def test_markdown_table_shows_noise_floor_beside_results():
+def test_markdown_table_shows_both_directions_and_their_floors():
     oracle, unlearned, oracle_2 = fleets(np.random.default_rng(3))
     rep = report(oracle, unlearned, oracle_2)
     table = klom_table_markdown(rep)
     lines = table.strip().splitlines()
-    assert "KL(oracle || unlearned)" in lines[0] and "KL(oracle || oracle_2)" in lines[0]
-    assert lines[2].startswith("| split | p95 | p99 | mean | noise floor p95")
+    for name in ("KL(oracle || unlearned)", "KL(unlearned || oracle)", "KL(oracle || oracle_2)",
+                 "KL(oracle_2 || oracle)"):
+        assert name in lines[0]
+    assert lines[2].startswith("| split | p95 | p95 rev | p95 floor | p95 floor rev | p99")
     forget_row = next(line for line in lines if line.startswith("| forget |"))
-    cells = [c.strip() for c in forget_row.strip("|").split("|")]
+    cells = [float(c) for c in forget_row.strip("|").split("|")[1:5]]
     k = rep["metrics"]["klom"]
-    assert float(cells[1]) == pytest.approx(k["splits"]["forget"]["p95"], abs=1e-3)
-    assert float(cells[4]) == pytest.approx(k["noise_floor"]["splits"]["forget"]["p95"],
-                                            abs=1e-3)
+    want = [k["splits"]["forget"]["p95"], k["reverse"]["splits"]["forget"]["p95"],
+            k["noise_floor"]["splits"]["forget"]["p95"],
+            k["noise_floor"]["reverse"]["splits"]["forget"]["p95"]]
+    assert cells == pytest.approx(want, abs=1e-3)
     assert len(lines) == 3 + 3 + 1 + 1  # title, blank, header, rule, 3 splits, mean
+
+
+def test_reverse_blocks_and_spread_name_their_direction():
+    rng = np.random.default_rng(6)
+    oracle, _, _ = fleets(rng)
+    wider = oracle.mean(0) + 1.5 * (rng.normal(size=oracle.shape))
+    blocks = report(oracle, wider, metrics=("klom", "spread"))["metrics"]
+    rev = blocks["klom"]["reverse"]
+    assert rev["direction"] == "KL(unlearned || oracle)"
+    assert rev["splits"]["forget"]["p95"] == pytest.approx(
+        np.percentile(klom(oracle, wider, "unlearned||oracle")[:10], 95))
+    vals = columns(blocks)
+    assert vals["klom95_mean_rev"] == rev["mean_p95"]
+    # std(unlearned) / std(oracle) per point, median per split: about 1.5 here
+    assert 1.3 < vals["spread_retain"] < 1.7 and set(vals) >= {"spread_forget", "spread_val"}
+
+
+def test_bootstrap_interval_on_cases_with_known_answers():
+    from dmm.evals.klom import bootstrap_p95
+
+    # Disjoint single bins at every point: every resample gives the cap, the interval is it.
+    o, u = np.zeros((20, 60)), np.ones((20, 60))
+    boot = bootstrap_p95(o, u, SPLITS, resamples=200, seed=1)
+    assert set(boot) == {"forget", "retain", "validation", "mean"}
+    np.testing.assert_allclose(boot["forget"], np.log(1e5 + 1))
+    # One model a side: every resample is the same pair of models, so the interval is the
+    # point value itself.
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(1, 60)), rng.normal(size=(1, 60))
+    boot = bootstrap_p95(a, b, SPLITS, resamples=200, seed=2)
+    np.testing.assert_allclose(boot["retain"], np.percentile(klom(a, b)[10:40], 95))
+    # The metric: the 2.5th-97.5th percentiles of B = 200 resamples, in both directions.
+    oracle, unlearned, _ = fleets(rng)
+    blocks = report(oracle, unlearned, metrics=("klom_interval",))["metrics"]
+    ci = blocks["klom_interval"]
+    assert ci["resamples"] == 200 and ci["seed"] == 0
+    direct = bootstrap_p95(oracle, unlearned, SPLITS, "unlearned||oracle", 200, 0)["forget"]
+    assert ci["unlearned||oracle"]["forget"] == pytest.approx(
+        np.percentile(direct, [2.5, 97.5]).tolist())
+    vals = columns(blocks)
+    assert vals["klom95_forget_lo"] < vals["klom95_forget_hi"]
+    assert len(vals) == 16
 
 
 def test_write_json_is_strict_and_atomic(tmp_path):
@@ -123,8 +168,8 @@ def test_plot_draws_worst_points_atomically(tmp_path):
     path = tmp_path / "hist.png"
     drawn = plot_margin_histograms(oracle, unlearned, path, n_worst=3)
     assert drawn[0] == 7 and len(drawn) == 3
-    values = klom(oracle, unlearned)
-    assert set(drawn) == set(np.argsort(-values)[:3].tolist())
+    worst = np.maximum(klom(oracle, unlearned), klom(oracle, unlearned, "unlearned||oracle"))
+    assert set(drawn) == set(np.argsort(-worst)[:3].tolist())  # worst in either direction
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["hist.png"]
     drawn = plot_margin_histograms(oracle, unlearned, tmp_path / "h.svg", points=[2],

@@ -102,6 +102,11 @@ class BenchConfig:
         shard_size: models trained at once.
         methods: benchmarked methods by registered name.
         metrics: the metrics of every row (dmm.evals.metrics), as ``dmm eval`` computes them.
+        selection: how each method's grid point is chosen per forget set on the selection
+            fleets: ``worst-direction`` (default): the lowest of max(mean KLoM95 in
+            KL(oracle || unlearned), mean KLoM95 in KL(unlearned || oracle)), so that damage
+            visible in either direction counts; ``paper``: the published protocol, the
+            lowest forget-split KLoM95 in KL(oracle || unlearned).
         report: which methods the checks and histograms single out.
         quick: overrides applied by ``--quick`` (same keys as this config).
     """
@@ -115,6 +120,7 @@ class BenchConfig:
     forget_sets: SuiteSpec = field(default_factory=SuiteSpec)
     methods: dict[str, MethodSpec] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    selection: Literal["worst-direction", "paper"] = "worst-direction"
     report: ReportSpec = field(default_factory=ReportSpec)
     ulira: UliraSpec = field(default_factory=UliraSpec)
     quick: dict[str, Any] = field(default_factory=dict)

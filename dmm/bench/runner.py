@@ -56,7 +56,7 @@ def run(ws: P.Workspace) -> dict[str, Any]:
                                         attr))
                 bar.update()
             grid_rows += rows
-            for chosen in P.choose(method, rows):
+            for chosen in P.choose(method, rows, cfg.selection):
                 selected.append(chosen)
                 rep = P.run_point(ws, "report", set_name, forget, method, chosen["params"],
                                   report, attr)
