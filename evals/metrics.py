@@ -139,7 +139,8 @@ class KLoMInterval(Metric):
             "resamples": self.resamples, "seed": self.seed,
             "resampling": "N oracle and N unlearned models with replacement, independently "
                           "per side, the same draw for every point; bins recomputed",
-            "reference_models": "oracle", "compared_models": "unlearned"}
+            "reference_models": "oracle", "compared_models": "unlearned",
+            "direction": "both: KL(oracle || unlearned) and KL(unlearned || oracle)"}
         for direction in DIRECTIONS:
             boot = bootstrap_p95(case.oracle.margins, case.unlearned.margins, case.splits,
                                  direction, self.resamples, self.seed)
