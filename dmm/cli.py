@@ -283,8 +283,12 @@ def _print_fleet(fleet: Any, args: Any) -> None:
 
 def _print_attribute(attr: Any, args: Any) -> None:
     lds = attr.info["lds"]["validation"]
+    extra = ""
+    if args.backend == "group":
+        extra = f", group s = {attr.s:.3f}, kappa = {attr.kappa:.3f}"
     print(f"{args.backend} ({attr.info['solver']}): LDS {lds:.4f} on validation targets, "
-          f"scale s = {attr.scale:.3f}, {attr.info['fit_seconds']:.0f} s; wrote {args.out}")
+          f"scale s = {attr.scale:.3f}{extra}, {attr.info['fit_seconds']:.0f} s; "
+          f"wrote {args.out}")
 
 
 def _print_forget_sets(sets: dict, args: Any) -> None:
@@ -298,6 +302,12 @@ def _print_unlearn(report: dict, args: Any) -> None:
           f"{report['compute_fraction_of_retraining']:.1%} of a retraining")
     for split in ("forget", "retain", "validation"):
         print(f"  accuracy {split:10s} {a[split]:.4f} -> {b[split]:.4f}")
+    q = report["quality"]
+    if q["available"]:
+        print("  distance to the predicted retrained margins (median, in seed spreads): "
+              + ", ".join(f"{k} {q[k]['median']:.2f}" for k in ("forget", "retain",
+                                                                  "validation"))
+              + " (below about 1: within seed noise of the prediction)")
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 

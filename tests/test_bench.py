@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -17,10 +18,26 @@ REQUIRED = ["forget_set", "method", "klom95_forget", "klom95_retain", "klom95_va
             "klom95_mean", "accuracy_val", "ulira_auc", "compute_fraction", "seconds"]
 
 
+MINE = [3, 14, 15, 92, 65, 35, 89, 79]  # a user's own deletion request
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_config(tmp_path_factory):
+    """The shipped config with a user's forget-set file (relative to the config)."""
+    folder = tmp_path_factory.mktemp("config")
+    (folder / "requests").mkdir()
+    (folder / "requests" / "mine.txt").write_text("\n".join(map(str, MINE)) + "\n")
+    text = CONFIG.read_text().replace("forget_sets:\n", "forget_sets:\n  files: {mine: "
+                                      "requests/mine.txt}\n", 1)
+    (folder / "digits.yaml").write_text(text)
+    return folder / "digits.yaml"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, quick_config):
     out = tmp_path_factory.mktemp("bench") / "quick"
-    main(["bench", "--config", str(CONFIG), "--quick", "--out", str(out), "--wandb", "offline"])
+    main(["bench", "--config", str(quick_config), "--quick", "--out", str(out), "--wandb",
+          "offline"])
     return out
 
 
@@ -33,12 +50,17 @@ def test_quick_bench_writes_every_output(quick_run):
     rows = read(quick_run / "results.csv")
     assert list(rows[0])[: len(REQUIRED)] == REQUIRED
     sets = {r["forget_set"] for r in rows}
-    assert sets == {"random_10", "pc1_top_10"}
+    assert sets == {"random_10", "pc1_top_10", "mine"}  # the user's file evaluated too
     for s in sets:
         methods = [r["method"] for r in rows if r["forget_set"] == s]
         assert methods[0] == "noise-floor"
-        assert {"dmm", "dm-direct", "om", "do-nothing", "ga", "gd", "neggrad-plus", "scrub",
-                "random-labels", "salun", "l1-sparse", "ssd", "retrain@1"} <= set(methods)
+        assert {"dmm", "dmm[ridge]", "dm-direct", "dm-direct[ridge]", "om", "do-nothing", "ga",
+                "gd", "neggrad-plus", "scrub", "random-labels", "salun", "l1-sparse", "ssd",
+                "retrain@1"} <= set(methods)
+    summary = json.loads((quick_run / "summary.json").read_text())
+    assert summary["sets"]["mine"] == sorted(MINE) and summary["user_sets"] == ["mine"]
+    costs = summary["backends"]
+    assert costs["group"]["models"] > costs["ridge"]["models"] > 0
     for r in rows:
         assert 0 <= float(r["klom95_forget"]) <= 11.6
     assert all(r["ulira_auc"] for r in rows if r["method"] in ("dmm", "om"))  # OM's too
@@ -46,25 +68,30 @@ def test_quick_bench_writes_every_output(quick_run):
     assert all(r["competition_score"] and r["loss_attack_auc"] for r in rows)
     assert read(quick_run / "grid.csv") and read(quick_run / "selection.csv")
     assert (quick_run / "pareto.png").stat().st_size > 10_000
-    assert len(list((quick_run / "histograms").glob("*.png"))) == 4
+    assert len(list((quick_run / "histograms").glob("*.png"))) == 6
     md = (quick_run / "results.md").read_text()
-    assert "KL(oracle ‖ unlearned)" in md and "## Checks" in md
+    assert "KL(oracle ‖ unlearned)" in md and "KL(unlearned ‖ oracle)" in md
+    assert "## Checks" in md and "## Attribution backends" in md and "worst-direction" in md
+    for r in rows:  # a 95% bootstrap interval for every KLoM95, both directions
+        for k in ("klom95_forget", "klom95_mean_rev"):
+            assert float(r[f"{k}_lo"]) <= float(r[f"{k}_hi"])
     assert list((quick_run / "wandb").glob("offline-run-*"))
 
 
-def test_rerun_reuses_every_cached_fleet_and_reproduces_the_table(quick_run, tmp_path,
-                                                                 monkeypatch):
+def test_rerun_reuses_every_cached_fleet_and_reproduces_the_table(quick_run, quick_config,
+                                                                 tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached fleet was retrained")
 
     monkeypatch.setattr(dmm.fleet.train, "train_ensemble", no_training)
     before = (quick_run / "results.csv").read_text()
-    main(["bench", "--config", str(CONFIG), "--quick", "--out", str(quick_run),
+    main(["bench", "--config", str(quick_config), "--quick", "--out", str(quick_run),
           "--wandb", "disabled"])
     assert (quick_run / "results.csv").read_text() == before
 
 
-def test_moved_out_dir_reruns_from_its_own_cache(quick_run, tmp_path, monkeypatch):
+def test_moved_out_dir_reruns_from_its_own_cache(quick_run, quick_config, tmp_path,
+                                                 monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached fleet was retrained")
 
@@ -75,12 +102,12 @@ def test_moved_out_dir_reruns_from_its_own_cache(quick_run, tmp_path, monkeypatc
     quick_run.rename(hidden)  # nothing may be read from the old location
     try:
         monkeypatch.setattr(dmm.fleet.train, "train_ensemble", no_training)
-        main(["bench", "--config", str(CONFIG), "--quick", "--out", str(moved),
+        main(["bench", "--config", str(quick_config), "--quick", "--out", str(moved),
               "--wandb", "disabled"])
     finally:
         hidden.rename(quick_run)
     assert (moved / "results.csv").read_text() == (quick_run / "results.csv").read_text()
-    assert len(list((moved / "histograms").glob("*.png"))) == 4
+    assert len(list((moved / "histograms").glob("*.png"))) == 6
 
 
 def test_bench_config_errors(tmp_path, capsys):
@@ -137,7 +164,8 @@ def test_dmm_eval_reports_the_bench_metrics_for_the_same_models(quick_run, tmp_p
     its results.csv row (every metric but U-LiRA, which evaluates the method itself)."""
     row = next(r for r in read(quick_run / "results.csv")
                if r["forget_set"] == "random_10" and r["method"] == "dmm")
-    (outputs,) = (quick_run / "cache" / "runs" / "report" / "random_10" / "dmm").glob("*.npz")
+    runs = quick_run / "cache" / "runs" / "report" / "random_10"
+    (outputs,) = (runs / "dmm[group]").glob("*.npz")
     fleets = quick_run / "cache" / "fleets"
     main(["eval", "--oracles", str(fleets / "oracles_random_10_report"), "--unlearned",
           str(outputs), "--out", str(tmp_path / "eval"), "--metrics", "[klom, klom_interval, "
@@ -169,3 +197,34 @@ def test_no_method_name_is_compared_in_the_cli_the_api_or_the_bench():
                     for leaf in ast.walk(side):
                         assert not (isinstance(leaf, ast.Constant) and leaf.value in METHODS), \
                             f"{path.name}:{node.lineno} compares a method name"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("3 14 99999\n", "out of range"),
+    ("", "is empty"),
+    ("1 2 x\n", "cannot read indices"),
+])
+def test_bad_forget_set_files_exit_2_before_anything_is_written(tmp_path, capsys, content,
+                                                               message):
+    if content is not None:
+        (tmp_path / "bad.txt").write_text(content)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG.read_text().replace("forget_sets:\n", "forget_sets:\n  files: "
+                                              "{bad: bad.txt}\n", 1))
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--config", str(cfg), "--quick", "--out", str(tmp_path / "o"),
+              "--wandb", "disabled"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_forget_set_file_may_not_take_a_suite_name(tmp_path, capsys):
+    (tmp_path / "r.txt").write_text("1 2 3\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG.read_text().replace("forget_sets:\n", "forget_sets:\n  files: "
+                                              "{random_10: r.txt}\n", 1))
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--config", str(cfg), "--quick", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "suite set" in capsys.readouterr().err

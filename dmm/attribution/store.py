@@ -9,6 +9,11 @@
     coef.npy        [r, points, classes] float32 (read as a memmap: only needed rows load)
     basis.npy       [n_train, r] when beta = basis @ coef (ridge)
 
+A group-aware backend (:class:`~dmm.attribution.group.GroupAttribution`, ``backend:
+group``) keeps its ridge datamodels as such an artifact in ``ridge/`` and its own arrays
+(beta, gamma, neighbours, weights, train_labels, rho, original_mean) as ``<name>.npy``;
+its manifest also holds abar, s, kappa and the spread's (a, b).
+
 Written atomically (built in a temporary directory, renamed when complete); loading
 refuses an artifact made for another task or training set.
 """
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dmm.artifacts import atomic_dir, check_compatible, read_json, versions, write_json
+from dmm.attribution.group import ARRAYS, GroupAttribution
 from dmm.attribution.linear import LinearAttribution
 from dmm.errors import DmmError
 from dmm.tasks import Task
@@ -30,10 +36,12 @@ from dmm.tasks import Task
 ATTRIBUTION_FORMAT = "dmm.attribution/1"
 
 
-def save_attribution(attr: LinearAttribution, path: str | Path, task: Task,
+def save_attribution(attr: LinearAttribution | GroupAttribution, path: str | Path, task: Task,
                      overwrite: bool = False) -> Path:
     """Write ``attr`` for ``task`` to the directory ``path`` (atomically)."""
     path = Path(path)
+    if isinstance(attr, GroupAttribution):
+        return _save_group(attr, path, task, overwrite)
     if (attr.n_train, attr.n_points) != (task.data.n_train, task.data.n_train + task.data.n_val):
         raise DmmError(f"attribution shape ({attr.n_train} train, {attr.n_points} points) does "
                        f"not fit task {task.name!r}")
@@ -57,6 +65,21 @@ def save_attribution(attr: LinearAttribution, path: str | Path, task: Task,
     return path
 
 
+def _save_group(attr: GroupAttribution, path: Path, task: Task, overwrite: bool) -> Path:
+    manifest = {"format": ATTRIBUTION_FORMAT, **task.identity(), "n_points": attr.n_points,
+                "abar": attr.abar, "s": attr.s, "kappa": attr.kappa,
+                "spread": list(attr.spread), "scale": attr.ridge.scale, **attr.info,
+                "backend": "group", "versions": versions()}
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        save_attribution(attr.ridge, tmp / "ridge", task)
+        for name in ARRAYS:
+            value = getattr(attr, name)
+            if value is not None:
+                np.save(tmp / f"{name}.npy", np.asarray(value))
+        write_json(tmp / "manifest.json", manifest)
+    return path
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of an attribution artifact (checking that it is one)."""
     path = Path(path)
@@ -69,12 +92,22 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_attribution(path: str | Path, task: Task) -> LinearAttribution:
+def load_attribution(path: str | Path, task: Task) -> LinearAttribution | GroupAttribution:
     """Open an attribution artifact for ``task``; refuse one made for another task or
     training set. coef is memory-mapped (read-only)."""
     path = Path(path)
     manifest = read_manifest(path)
     check_compatible(manifest, task.name, task.fingerprint, f"attribution {path}")
+    if manifest.get("backend") == "group":
+        arrays = {name: np.load(path / f"{name}.npy") for name in ARRAYS
+                  if (path / f"{name}.npy").is_file()}
+        skip = {"format", "task", "fingerprint", "n_train", "n_val", "n_classes", "model",
+                "n_points", "abar", "s", "kappa", "spread", "scale", "versions"}
+        return GroupAttribution(load_attribution(path / "ridge", task), abar=manifest["abar"],
+                                s=manifest["s"], kappa=manifest["kappa"],
+                                spread=tuple(manifest["spread"]),
+                                info={k: v for k, v in manifest.items() if k not in skip},
+                                **arrays)
     basis = np.load(path / "basis.npy") if manifest.get("factorised") else None
     skip = {"format", "task", "fingerprint", "n_train", "n_val", "n_classes", "model",
             "n_points", "rank", "factorised", "scale", "versions"}

@@ -27,21 +27,69 @@ class MethodSpec:
 
 
 @dataclass
-class AttributionSpec:
-    """The datamodels DMM and DM-Direct use.
+class GroupSpec:
+    """The group-aware backend (:mod:`dmm.attribution.group`).
 
     Args:
-        models: size of the datamodel fleet (random halves).
-        solver: ``ridge`` (closed form) or ``lasso``.
+        models: size of its density fleet.
+        alpha_range: each density-fleet model keeps each example with its own probability,
+            drawn uniformly in this range.
+        neighbours: substitutes kept per example.
+        power: exponent of the substitution weights max(cos, 0) ** power.
+        neighbourhood_sizes: sizes of the input-space neighbourhoods (the nearest training
+            examples to seeded random training points) that, with the random calibration
+            sets, calibrate it (never evaluated).
+    """
+
+    models: int = 3000
+    alpha_range: list[float] = field(default_factory=lambda: [0.3, 0.97])
+    neighbours: int = 64
+    power: float = 8.0
+    neighbourhood_sizes: list[int] = field(default_factory=lambda: [20, 50, 100])
+
+
+@dataclass
+class TrakSpec:
+    """The TRAK backend: scores from ``models`` originals, units from the datamodel fleet.
+
+    Args:
+        models: originals whose gradients TRAK projects.
+        proj_dim: projection dimension.
+        lambda_reg: ridge on Phi^T Phi.
+    """
+
+    models: int = 20
+    proj_dim: int = 512
+    lambda_reg: float = 10.0
+
+
+@dataclass
+class AttributionSpec:
+    """The attribution backends DMM and DM-Direct use.
+
+    Args:
+        models: size of the datamodel fleet (random halves): the linear datamodels, which
+            also build the forget-set suite.
+        solver: ``ridge`` (closed form) or ``lasso``, for those datamodels.
         calibration_sizes: sizes of the fresh random forget sets (not in the suite, never
             evaluated) whose oracles fit the DM-Direct scale s.
         calibration_models: oracles per calibration set (against as many originals).
+        backends: the backends every method that needs one runs with; the first is the
+            default (its rows keep the method's name, the others get ``[backend]``):
+            ``group`` (:mod:`dmm.attribution.group`, on top of the ``solver`` datamodels),
+            ``ridge`` or ``lasso`` (linear datamodels on the datamodel fleet) or ``trak``.
+        group: the group-aware backend's settings.
+        trak: the TRAK backend's settings.
     """
 
     models: int = 3000
     solver: Literal["ridge", "lasso"] = "ridge"
     calibration_sizes: list[int] = field(default_factory=lambda: [50, 50, 50])
     calibration_models: int = 50
+    backends: list[Literal["group", "ridge", "lasso", "trak"]] = field(
+        default_factory=lambda: ["group", "ridge"])
+    group: GroupSpec = field(default_factory=GroupSpec)
+    trak: TrakSpec = field(default_factory=TrakSpec)
 
 
 @dataclass
@@ -51,7 +99,10 @@ class SuiteSpec:
     Args:
         random_sizes, pc_sizes, pc_top_bottom, classes, class_size, seed: see
             :func:`dmm.attribution.build_forget_suite`.
-        evaluate: the sets to benchmark (default: all).
+        evaluate: the suite's sets to benchmark (default: all).
+        files: users' own forget sets, name -> index file (.txt/.csv/.npy/.json; a
+            relative path is relative to the config file); each is evaluated like the
+            suite's sets.
     """
 
     random_sizes: list[int] = field(default_factory=lambda: [10, 50, 150])
@@ -61,6 +112,7 @@ class SuiteSpec:
     class_size: int = 50
     seed: int = 0
     evaluate: list[str] | None = None
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +193,11 @@ def load_bench_config(path: str | Path, quick: bool = False) -> BenchConfig:
             raise DmmError(f"{path} has no quick profile (a 'quick:' section)")
         raw = _merge(raw, raw["quick"])
     cfg = parse_dataclass(BenchConfig, raw, str(path))
+    base = Path(path).resolve().parent
+    cfg.forget_sets.files = {name: str(base / f) for name, f in cfg.forget_sets.files.items()}
+    if not cfg.attribution.backends or len(set(cfg.attribution.backends)) < len(
+            cfg.attribution.backends):
+        raise DmmError(f"{path}: attribution.backends must name distinct backends")
     if cfg.models < 4:
         raise DmmError(f"{path}: models must be at least 4, got {cfg.models}")
     if not cfg.methods:

@@ -108,6 +108,7 @@ def markdown(results: dict[str, Any], cfg: BenchConfig) -> str:
                          f"{cell(r, 'klom95_mean_rev', True)} |")
         lines.append("")
     lines += ["## Checks", ""] + [f"- {c}" for c in checks(results, cfg)]
+    lines += ["", *backend_table(results, cfg)]
     t = results["timings"]
     lines += ["", "## Timings (s, this run; cached stages are not counted)", ""]
     lines += [f"- {k}: {v:.0f}" for k, v in t.items()]
@@ -143,6 +144,30 @@ def checks(results: dict[str, Any], cfg: BenchConfig) -> list[str]:
                 text += f", retain spread {head['spread_retain']:.2f}"
         out.append(text)
     return out
+
+
+def backend_table(results: dict[str, Any], cfg: BenchConfig) -> list[str]:
+    """Each attribution backend's one-off cost (models trained, by fleet) beside the mean,
+    over the evaluated forget sets, of DMM's mean KLoM95 with it (both directions) and of
+    the floor's."""
+    rows, sets = results["rows"], list(results["sets"])
+    head = cfg.report.headline[0] if cfg.report.headline else "dmm"
+    default = cfg.attribution.backends[0]
+    lines = ["## Attribution backends (one-off cost, amortised over deletion requests)", "",
+             f"| backend | models trained once | of which | {head} mean KLoM95 fwd / rev "
+             "(mean over sets) | floor |", "|---|---|---|---|---|"]
+    floor = [r for r in rows if r["method"] == FLOOR]
+    f_fwd = np.mean([r["klom95_mean"] for r in floor])
+    f_rev = np.mean([r.get("klom95_mean_rev", np.nan) for r in floor])
+    for name, cost in results.get("backends", {}).items():
+        label = head if name == default else f"{head}[{name}]"
+        mine = [r for r in rows if r["method"] == label and r["forget_set"] in sets]
+        fwd = np.mean([r["klom95_mean"] for r in mine]) if mine else float("nan")
+        rev = np.mean([r.get("klom95_mean_rev", np.nan) for r in mine]) if mine else float("nan")
+        parts = ", ".join(f"{k} {v}" for k, v in cost.items() if k != "models")
+        lines.append(f"| {name}{' (default)' if name == default else ''} | {cost['models']} | "
+                     f"{parts} | {_f(fwd)} / {_f(rev)} | {_f(f_fwd)} / {_f(f_rev)} |")
+    return lines
 
 
 def pareto_plot(grid: list[dict[str, Any]], sets: list[str], path: Path,

@@ -47,7 +47,7 @@ from dmm.unlearning.configs import configured_method
 from dmm.unlearning.registry import method_class
 
 SEEDS = {"datamodels": 1, "select": 2, "report": 3, "calibration": 4, "shadows": 5,
-         "ulira_oracles": 6}
+         "ulira_oracles": 6, "density": 7, "trak": 8}
 PHASES = ("select", "report")
 FLOOR = "noise-floor"  # the label of the noise floor's rows (a second oracle fleet)
 
@@ -64,6 +64,7 @@ class Workspace:
     task: Task = field(init=False)
     fleets: FleetCache = field(init=False)
     timings: dict[str, float] = field(default_factory=dict)
+    backend_costs: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.task = load_task(self.cfg.task, self.cfg.data)
@@ -93,8 +94,22 @@ class Sides:
     other_oracles: Fleet
 
 
+def calibration_fleets(ws: Workspace) -> tuple[Fleet, list[Fleet]]:
+    """Originals and, per fresh random calibration set (never evaluated), its oracles."""
+    spec = ws.cfg.attribution
+    originals = ws.fleet("calibration_originals", "original", spec.calibration_models,
+                         SEEDS["calibration"])
+    rng = np.random.default_rng([ws.cfg.seed, SEEDS["calibration"]])
+    oracles = [ws.fleet(f"calibration_oracles_{i}", "oracle", spec.calibration_models,
+                        SEEDS["calibration"] + 10 + i,
+                        forget=np.sort(rng.choice(ws.n, size, replace=False)))
+               for i, size in enumerate(spec.calibration_sizes)]
+    return originals, oracles
+
+
 def fit_attribution(ws: Workspace) -> LinearAttribution:
-    """Datamodels on the datamodel fleet, the forget suite, and the calibrated scale."""
+    """Linear datamodels on the datamodel fleet, the forget suite built from them, and
+    their DM-Direct scale fitted on the random calibration sets."""
     from dmm.attribution import (
         build_forget_suite,
         fit_datamodels,
@@ -111,36 +126,150 @@ def fit_attribution(ws: Workspace) -> LinearAttribution:
     dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
     t0 = time.perf_counter()
     ws.log(f"fitting {spec.solver} datamodels on {spec.models} models")
-    attr = fit_datamodels(dm, spec.solver,
-                          device="cuda" if accelerator(ws.device) == "gpu" else "cpu")
+    attr = fit_datamodels(dm, spec.solver, device=_solver_device(ws))
     ws.timings["datamodels fit"] = time.perf_counter() - t0
     s = ws.cfg.forget_sets
     sets, info = build_forget_suite(
         attr, ws.labels, tuple(s.random_sizes), tuple(s.pc_sizes), s.pc_top_bottom,
         tuple(s.classes), s.class_size, s.seed)
     write_suite(sets, info, suite, overwrite=True)
-    originals = ws.fleet("calibration_originals", "original", spec.calibration_models,
-                         SEEDS["calibration"])
-    rng = np.random.default_rng([ws.cfg.seed, SEEDS["calibration"]])
-    oracles = [ws.fleet(f"calibration_oracles_{i}", "oracle", spec.calibration_models,
-                        SEEDS["calibration"] + 10 + i,
-                        forget=np.sort(rng.choice(ws.n, size, replace=False)))
-               for i, size in enumerate(spec.calibration_sizes)]
+    originals, oracles = calibration_fleets(ws)
     attr.scale, attr.info["scale_fit"] = fit_scale_from_fleets(attr, originals, oracles)
     ws.log(f"DM-Direct scale s = {attr.scale:.3f} (from {len(oracles)} fresh random sets)")
     save_attribution(attr, path, ws.task, overwrite=True)
     return load_attribution(path, ws.task)
 
 
-def load_forget_sets(ws: Workspace) -> dict[str, np.ndarray]:
-    """The evaluated sets of the suite (all of them by default)."""
+def _solver_device(ws: Workspace) -> str:
+    return "cuda" if accelerator(ws.device) == "gpu" else "cpu"
+
+
+def neighbourhoods(ws: Workspace) -> list[np.ndarray]:
+    """Input-space neighbourhoods (never evaluated): for each size k of the group spec,
+    the k training examples nearest (Euclidean, on the raw inputs) to a seeded random
+    training example."""
+    x = ws.task.data.x_train.reshape(ws.n, -1).numpy().astype(np.float64)
+    rng = np.random.default_rng([ws.cfg.seed, SEEDS["calibration"], 1])
+    out = []
+    for k in ws.cfg.attribution.group.neighbourhood_sizes:
+        centre = x[rng.integers(ws.n)]
+        out.append(np.sort(np.argsort(((x - centre) ** 2).sum(1), kind="stable")[:k]))
+    return out
+
+
+def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
+    """The group-aware backend: density datamodels, substitutes, calibration (cached)."""
+    from dmm.attribution import load_attribution, save_attribution
+    from dmm.attribution.group import fit_group_from_fleets
+
+    path = ws.cache / "attribution_group"
+    if (path / "manifest.json").is_file():
+        return load_attribution(path, ws.task)
+    spec, g = ws.cfg.attribution, ws.cfg.attribution.group
+    density = ws.fleet("density", "datamodel", g.models, SEEDS["density"],
+                       alpha_range=tuple(g.alpha_range))
+    dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
+    originals, oracles = calibration_fleets(ws)
+    nbhd = [ws.fleet(f"calibration_neighbourhood_{i}", "oracle", spec.calibration_models,
+                     SEEDS["calibration"] + 50 + i, forget=f)
+            for i, f in enumerate(neighbourhoods(ws))]
+    t0 = time.perf_counter()
+    ws.log(f"fitting the group-aware backend on {g.models} density models")
+    attr = fit_group_from_fleets(linear, density, dm, originals, [*oracles, *nbhd],
+                                 g.neighbours, g.power)
+    for entry, f in zip(attr.info["calibration"]["sets"], [*oracles, *nbhd], strict=True):
+        entry["construction"] = ("random" if f in oracles else "input-space neighbourhood "
+                                 "of a seeded random training example")
+    ws.timings["group backend fit"] = time.perf_counter() - t0
+    save_attribution(attr, path, ws.task, overwrite=True)
+    return load_attribution(path, ws.task)
+
+
+def fit_trak(ws: Workspace) -> LinearAttribution:
+    """TRAK on originals, in the datamodel fleet's logit units, scale on the calibration
+    sets (cached)."""
+    from dmm.attribution import fit_scale_from_fleets, load_attribution, save_attribution
+    from dmm.attribution.trak_scores import fit_trak as trak
+
+    path = ws.cache / "attribution_trak"
+    if (path / "manifest.json").is_file():
+        return load_attribution(path, ws.task)
+    spec = ws.cfg.attribution
+    ens = ws.fleet("trak_originals", "original", spec.trak.models, SEEDS["trak"])
+    dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
+    t0 = time.perf_counter()
+    attr = trak(ws.task, ens, dm, None, spec.trak.proj_dim, spec.trak.lambda_reg,
+                device=_solver_device(ws))
+    attr.scale, attr.info["scale_fit"] = fit_scale_from_fleets(attr, *calibration_fleets(ws))
+    ws.timings["TRAK fit"] = time.perf_counter() - t0
+    save_attribution(attr, path, ws.task, overwrite=True)
+    return load_attribution(path, ws.task)
+
+
+def backends(ws: Workspace, linear: LinearAttribution) -> dict[str, Any]:
+    """Every attribution backend of the config, by name, the default first, with what each
+    cost once (models trained, by fleet) in ``ws.backend_costs``."""
+    from dmm.attribution import fit_datamodels, fit_scale_from_fleets
+
+    spec, out = ws.cfg.attribution, {}
+    calib = spec.calibration_models * (1 + len(spec.calibration_sizes))
+    linear_cost = {"datamodel fleet": spec.models, "calibration": calib}
+    for name in spec.backends:
+        if name == spec.solver:
+            out[name], cost = linear, linear_cost
+        elif name in ("ridge", "lasso"):
+            attr = fit_datamodels(ws.fleet("datamodels", "datamodel", spec.models,
+                                           SEEDS["datamodels"]), name,
+                                  device=_solver_device(ws))
+            attr.scale, attr.info["scale_fit"] = fit_scale_from_fleets(
+                attr, *calibration_fleets(ws))
+            out[name], cost = attr, linear_cost
+        elif name == "group":
+            out[name] = fit_group(ws, linear)
+            cost = {**linear_cost, "density fleet": spec.group.models,
+                    "calibration": calib + spec.calibration_models
+                    * len(spec.group.neighbourhood_sizes)}
+        else:
+            out[name] = fit_trak(ws)
+            cost = {"originals scored": spec.trak.models,
+                    "datamodel fleet (units, LDS)": min(spec.models, 1500),
+                    "calibration": calib}
+        ws.backend_costs[name] = {**cost, "models": sum(cost.values())}
+    return out
+
+
+def suite_names(ws: Workspace) -> list[str]:
+    """The names of the sets :func:`dmm.attribution.build_forget_suite` writes."""
+    s = ws.cfg.forget_sets
+    k = s.pc_top_bottom
+    return [*(f"random_{n}" for n in s.random_sizes),
+            *(f"pc{pc}_top_{n}" for pc in (1, 2) for n in s.pc_sizes),
+            *([f"pc{pc}_top_{k}_bottom_{k}" for pc in (1, 2)] if k else []),
+            *(f"class_{c}_{s.class_size}" for c in s.classes)]
+
+
+def user_forget_sets(ws: Workspace) -> dict[str, np.ndarray]:
+    """The config's own forget-set files, validated (before anything is trained)."""
+    taken = set(suite_names(ws))
+    out = {}
+    for name, path in ws.cfg.forget_sets.files.items():
+        if name in taken:
+            raise DmmError(f"forget_sets.files: {name!r} is also a suite set's name")
+        out[name] = read_indices(path, ws.n)
+    return out
+
+
+def load_forget_sets(ws: Workspace, files: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The evaluated sets: the suite's (all of them by default; a name of ``files`` in
+    ``evaluate`` means that file), then every file."""
     folder = ws.cache / "forget_sets"
     names = ws.cfg.forget_sets.evaluate or sorted(p.stem for p in folder.glob("*.txt"))
-    missing = [s for s in names if not (folder / f"{s}.txt").is_file()]
+    suite = [s for s in names if s not in files]
+    missing = [s for s in suite if not (folder / f"{s}.txt").is_file()]
     if missing:
         raise DmmError(f"unknown forget sets {missing} (the suite has "
                        f"{sorted(p.stem for p in folder.glob('*.txt'))})")
-    return {s: read_indices(folder / f"{s}.txt", ws.n) for s in names}
+    return {**{s: read_indices(folder / f"{s}.txt", ws.n) for s in suite}, **files}
 
 
 def originals(ws: Workspace) -> dict[str, tuple[Fleet, Ensemble]]:
@@ -181,20 +310,34 @@ def floor_row(ws: Workspace, set_name: str, forget: np.ndarray, report: Sides
             "compute_fraction": 1.0, "seconds": 0.0, **score(ws, other, report, forget)}
 
 
+def variants(ws: Workspace, method: str) -> list[str | None]:
+    """The attribution backends a method runs with: every configured one if it needs a
+    predictor, else none."""
+    if "predictor" in method_class(method).requires:
+        return list(ws.cfg.attribution.backends)
+    return [None]
+
+
+def label(ws: Workspace, name: str, backend: str | None) -> str:
+    """A row's name: ``name`` (a method or its label), ``[backend]`` unless the default."""
+    return name if backend in (None, ws.cfg.attribution.backends[0]) else f"{name}[{backend}]"
+
+
 def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
-              hparams: dict[str, Any], sides: Sides, attr: LinearAttribution
-              ) -> dict[str, Any]:
+              hparams: dict[str, Any], sides: Sides, predictor: Any,
+              backend: str | None = None) -> dict[str, Any]:
     """One method at one grid point on all N originals of a phase (cached); report rows
     carry the file of their outputs and the oracles they were scored against."""
     key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                 "originals": sides.originals.manifest["seed"],
                 "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
-                "metrics": ws.cfg.metrics})
-    path = ws.cache / "runs" / phase / set_name / method / f"{key}.json"
+                "metrics": ws.cfg.metrics, "backend": backend})
+    folder = method if backend is None else f"{method}[{backend}]"
+    path = ws.cache / "runs" / phase / set_name / folder / f"{key}.json"
     outputs_file = path.with_suffix(".npz")
     if not path.is_file():
-        write_json(path, _unlearn(ws, phase, set_name, forget, method, hparams, sides, attr,
-                                  outputs_file))
+        write_json(path, _unlearn(ws, phase, set_name, forget, method, hparams, sides,
+                                  predictor, outputs_file))
     row = read_json(path)
     if phase == "report":  # located now, so that the out dir can move
         row |= {"outputs_file": str(outputs_file), "oracles": str(sides.oracles.path)}
@@ -202,14 +345,14 @@ def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, meth
 
 
 def _unlearn(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
-             hparams: dict[str, Any], sides: Sides, attr: LinearAttribution,
+             hparams: dict[str, Any], sides: Sides, predictor: Any,
              outputs_file: Path) -> dict[str, Any]:
     from dmm.artifacts import atomic_path
     from dmm.attribution.oracle import OraclePredictor
 
     problem = Problem.single(ws.task, sides.ensemble, forget, keys=sides.originals.keys,
                              device=ws.device,
-                             inputs=Inputs(predictor=attr,
+                             inputs=Inputs(predictor=predictor,
                                            oracle=OraclePredictor(sides.other_oracles)))
     m = configured_method(method, **hparams)
     result = m(problem)
@@ -250,14 +393,16 @@ def choose(method: str, rows: list[dict[str, Any]], selection: str = "worst-dire
 
 
 def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
-          attr: LinearAttribution, shadows: Fleet) -> float:
-    """U-LiRA AUC of one report row's method at its chosen hyperparameters (cached)."""
+          predictors: dict[str, Any], shadows: Fleet) -> float:
+    """U-LiRA AUC of one report row's method at its chosen hyperparameters, with its
+    backend (cached)."""
     from dmm.evals.ulira_harness import run_ulira
 
     spec = ws.cfg.ulira
-    name = method_of(row["method"])
+    name, backend = row["method_name"], row.get("backend")
     size = min(len(sets[row["forget_set"]]), spec.max_forget)
-    key = _key({"method": name, "hparams": row["params"], "size": size, "spec": asdict(spec)})
+    key = _key({"method": name, "hparams": row["params"], "size": size, "spec": asdict(spec),
+                **({"backend": backend} if backend else {})})
     path = ws.cache / "runs" / "ulira" / f"{name}-{key}.json"
     if not path.is_file():
         def oracles(masks: np.ndarray) -> Fleet:
@@ -265,8 +410,9 @@ def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
                             SEEDS["ulira_oracles"], masks=masks)
 
         method = configured_method(name, **row["params"])
+        predictor = predictors.get(backend) if backend else None
         res = run_ulira(ws.task, method, shadows, spec.targets, size, seed=ws.cfg.seed,
-                        device=ws.device, inputs=Inputs(predictor=attr), oracles=oracles)
+                        device=ws.device, inputs=Inputs(predictor=predictor), oracles=oracles)
         write_json(path, {"auc": res["auc"], "report": res})
     return read_json(path)["auc"]
 
@@ -276,5 +422,6 @@ def _key(obj: Any) -> str:
 
 
 def method_of(label: str) -> str:
-    """The method name of a row label (``retrain@0.1`` -> ``retrain``)."""
-    return label.split("@")[0]
+    """The method name of a row label (``retrain@0.1`` -> ``retrain``, ``dmm[ridge]`` ->
+    ``dmm``)."""
+    return label.split("@")[0].split("[")[0]

@@ -37,10 +37,13 @@ def run(ws: P.Workspace) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg = ws.cfg
     grids = method_grids(cfg)  # fails on a bad grid before any training
-    attr = P.fit_attribution(ws)
-    sets = P.load_forget_sets(ws)
+    files = P.user_forget_sets(ws)  # and on a bad forget-set file
+    linear = P.fit_attribution(ws)
+    predictors = P.backends(ws, linear)
+    sets = P.load_forget_sets(ws, files)
     originals = P.originals(ws)
-    n_runs = len(sets) * (sum(len(g) for g in grids.values()) + len(grids))
+    runs = [(m, b) for m in grids for b in P.variants(ws, m)]
+    n_runs = len(sets) * sum(len(grids[m]) + 1 for m, _ in runs)
     bar = tqdm(total=n_runs, desc="bench runs", unit="run", disable=not ws.progress)
     grid_rows, selected, report_rows, floors = [], [], [], []
     t0 = time.perf_counter()
@@ -48,20 +51,23 @@ def run(ws: P.Workspace) -> dict[str, Any]:
         select = P.sides(ws, "select", set_name, forget, originals)
         report = P.sides(ws, "report", set_name, forget, originals)
         floors.append(P.floor_row(ws, set_name, forget, report))
-        for method, points in grids.items():
+        for method, backend in runs:
+            predictor = predictors.get(backend) if backend else None
             rows = []
-            for point in points:
+            for point in grids[method]:
                 bar.set_postfix_str(f"{set_name} {method}")
                 rows.append(P.run_point(ws, "select", set_name, forget, method, point, select,
-                                        attr))
+                                        predictor, backend))
                 bar.update()
-            grid_rows += rows
+            name = P.label(ws, method, backend)
+            grid_rows += [{**r, "method": name} for r in rows]
             for chosen in P.choose(method, rows, cfg.selection):
-                selected.append(chosen)
+                selected.append({**chosen, "method": name})
                 rep = P.run_point(ws, "report", set_name, forget, method, chosen["params"],
-                                  report, attr)
-                label = configured_method(method, **chosen["params"]).label()
-                report_rows.append({**rep, "method": label})
+                                  report, predictor, backend)
+                row_label = configured_method(method, **chosen["params"]).label()
+                report_rows.append({**rep, "method": P.label(ws, row_label, backend),
+                                    "method_name": method, "backend": backend})
             bar.update()
     bar.close()
     ws.timings["unlearning runs"] = time.perf_counter() - t0
@@ -70,7 +76,7 @@ def run(ws: P.Workspace) -> dict[str, Any]:
         shadows = ws.fleet("shadows", "datamodel", cfg.ulira.models, P.SEEDS["shadows"],
                            save_weights=True)
         for row in tqdm(report_rows, desc="U-LiRA", unit="run", disable=not ws.progress):
-            row["ulira_auc"] = P.ulira(ws, sets, row, attr, shadows)
+            row["ulira_auc"] = P.ulira(ws, sets, row, predictors, shadows)
         ws.timings["U-LiRA"] = time.perf_counter() - t0
     for row in report_rows + floors:
         row.setdefault("ulira_auc", float("nan"))
@@ -79,7 +85,9 @@ def run(ws: P.Workspace) -> dict[str, Any]:
               for m in grids}
     return {"rows": _ordered(floors, report_rows), "selection": selected, "grid": grid_rows,
             "varied": varied, "sets": {k: v.tolist() for k, v in sets.items()},
-            "attribution": attr.info, "scale": attr.scale, "timings": ws.timings}
+            "user_sets": sorted(files), "attribution": {k: p.info for k, p in
+                                                        predictors.items()},
+            "backends": ws.backend_costs, "scale": linear.scale, "timings": ws.timings}
 
 
 def _ordered(floors: list[dict], rows: list[dict]) -> list[dict]:

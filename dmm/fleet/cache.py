@@ -31,7 +31,8 @@ class FleetCache:
 
     def get(self, name: str, kind: str, models: int, seed: int,
             forget: np.ndarray | None = None, masks: np.ndarray | None = None,
-            save_weights: bool | None = None) -> Fleet:
+            save_weights: bool | None = None,
+            alpha_range: tuple[float, float] | None = None) -> Fleet:
         """The fleet ``name``, trained first if it is not there yet."""
         path = self.root / name
         existed = path.exists()
@@ -39,7 +40,8 @@ class FleetCache:
         if not existed:
             self.log(f"training {models} {kind} models -> {path}")
         fleet = train_fleet(self.task, kind, models, path, seed=seed, forget=forget,
-                            masks=masks, shard_size=self.shard_size, save_weights=save_weights,
+                            masks=masks, alpha_range=alpha_range, shard_size=self.shard_size,
+                            save_weights=save_weights,
                             device=self.device, reuse=True, progress=self.progress)
         if not existed:
             self.timings[f"fleet {name}"] = time.perf_counter() - t0

@@ -25,16 +25,19 @@ from dmm.training import train_ensemble
 
 
 def fleet_masks(kind: str, n_models: int, n_train: int, seed: int,
-                forget: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
+                forget: np.ndarray | None = None, alpha: float = 0.5,
+                alpha_range: tuple[float, float] | None = None) -> np.ndarray:
     """Training masks [models, n_train]: all ones (original), all but ``forget`` (oracle),
-    or independent Bernoulli(``alpha``) subsets (datamodel)."""
+    or independent Bernoulli(``alpha``) subsets (datamodel); with ``alpha_range``, model j
+    draws its own density uniformly in that range first (a density fleet)."""
     masks = np.ones((n_models, n_train), dtype=bool)
     if kind == "oracle":
         masks[:, forget] = False
     elif kind == "datamodel":
         for j in range(n_models):
             rng = np.random.default_rng([model_key(seed, j), 1])
-            masks[j] = rng.random(n_train) < alpha
+            a = alpha if alpha_range is None else rng.uniform(*alpha_range)
+            masks[j] = rng.random(n_train) < a
     elif kind != "original":
         raise DmmError(f"fleet kind {kind!r} has no mask rule (one of original, oracle, "
                        "datamodel; subset fleets take their masks)")
@@ -49,6 +52,7 @@ def train_fleet(
     seed: int = 0,
     forget: np.ndarray | None = None,
     alpha: float = 0.5,
+    alpha_range: tuple[float, float] | None = None,
     masks: np.ndarray | None = None,
     shard_size: int = 256,
     dtype: Literal["float32", "float16"] = "float32",
@@ -70,6 +74,8 @@ def train_fleet(
         seed: the fleet's seed; model j's randomness is model_key(seed, j).
         forget: the forget set, for oracle fleets.
         alpha: subset probability (datamodel).
+        alpha_range: datamodel fleets of varying density: each model draws its own subset
+            probability uniformly in this range (lo, hi).
         masks: [models, n_train] training masks of a subset fleet.
         shard_size: models trained together (one vectorised ensemble) and saved at once.
         dtype: storage type of the logits.
@@ -93,8 +99,11 @@ def train_fleet(
         raise DmmError("a subset fleet needs its training masks, and only a subset fleet")
     if forget is not None:
         forget = validate_indices(forget, task.data.n_train)
+    if alpha_range is not None and (kind != "datamodel" or not 0 < alpha_range[0]
+                                    <= alpha_range[1] <= 1):
+        raise DmmError("alpha_range needs a datamodel fleet and 0 < lo <= hi <= 1")
     if masks is None:
-        masks = fleet_masks(kind, models, task.data.n_train, seed, forget, alpha)
+        masks = fleet_masks(kind, models, task.data.n_train, seed, forget, alpha, alpha_range)
     masks = np.asarray(masks, dtype=bool)
     if masks.shape != (models, task.data.n_train) or not masks.any(1).all():
         raise DmmError(f"masks must be [{models}, {task.data.n_train}] with an example in "
@@ -111,7 +120,7 @@ def train_fleet(
         "kind": kind,
         "models": models,
         "seed": seed,
-        "alpha": alpha if kind == "datamodel" else None,
+        "alpha": alpha if kind == "datamodel" and alpha_range is None else None,
         "forget": None if forget is None else forget.tolist(),
         "shard_size": shard_size,
         "dtype": dtype,
@@ -119,6 +128,8 @@ def train_fleet(
         "recipe": vars(task.recipe).copy(),
         "n_points": n_points,
     }
+    if alpha_range is not None:
+        manifest["alpha_range"] = [float(v) for v in alpha_range]
     if kind == "subset":
         manifest["masks_fingerprint"] = fingerprint(masks)
     if out.exists() and reuse and not overwrite:

@@ -75,6 +75,45 @@ def split_accuracy(logits: torch.Tensor, task: Task, forget: np.ndarray) -> dict
     return {k: v["mean"] for k, v in accuracy_by_split(logits, task.data.y_all, splits).items()}
 
 
+QUALITY_MEANING = ("distance between the unlearned model's margins and the backend's predicted "
+                   "retrained margins, in units of the predicted seed spread (the std of "
+                   "retrained models' margins): below about 1, the unlearned model is within "
+                   "seed noise of the prediction; well above, it has not reached it")
+
+
+def quality_estimate(predictor: Any, before: torch.Tensor, after: torch.Tensor, task: Task,
+                     forget: np.ndarray, seed: int = 0, sample: int = 200
+                     ) -> dict[str, Any]:
+    """How far one unlearned model's outputs are from the predicted retrained outputs, on
+    the forget set and a random sample of retain and validation points, in units of the
+    predicted seed spread; needs a predictor that knows its seed spread."""
+    from dmm.evals import margins
+
+    spread = getattr(predictor, "seed_spread", None)
+    sd = spread(forget) if spread is not None else None
+    if sd is None:
+        return {"available": False,
+                "note": "the attribution backend records no seed spread (the group backend "
+                        "does)"}
+    labels = task.data.y_all.numpy()
+    splits = Splits.of(forget, task.data.n_train, len(labels))
+    rng = np.random.default_rng([seed, 7])
+    points = {"forget": splits.forget,
+              **{k: np.sort(rng.choice(splits[k], min(sample, len(splits[k])), replace=False))
+                 for k in ("retain", "validation")}}
+    idx = np.concatenate(list(points.values()))
+    predicted = margins(predictor.predict(before[None], forget, idx)[0].numpy(), labels[idx])
+    got = margins(after.numpy()[idx], labels[idx])
+    z = np.abs(got - predicted) / np.maximum(sd[idx], 1e-6)
+    out, start = {"available": True, "meaning": QUALITY_MEANING}, 0
+    for name, p in points.items():
+        part = z[start:start + len(p)]
+        start += len(p)
+        out[name] = {"median": float(np.median(part)), "p90": float(np.percentile(part, 90)),
+                     "points": int(len(p))}
+    return out
+
+
 def unlearn_checkpoint(checkpoint: Path, task: Task, forget: np.ndarray, out: Path,
                        method: str = "dmm", predictor: Any = None, oracle: Any = None,
                        device: Literal["auto", "cpu", "cuda"] = "auto", overwrite: bool = False,
@@ -127,6 +166,8 @@ def unlearn_checkpoint(checkpoint: Path, task: Task, forget: np.ndarray, out: Pa
         "diverged": bool(result.diverged[0]),
         "accuracy_before": split_accuracy(before, task, np.asarray(union)),
         "accuracy_after": split_accuracy(result.logits[0], task, np.asarray(union)),
+        "quality": quality_estimate(predictor, before, result.logits[0], task,
+                                    np.asarray(forget), meta.get("key", 0)),
     }
     history = [*meta.get("history", []), {k: report[k] for k in (
         "method", "hyperparameters", "forget_request", "compute_fraction_of_retraining")}]

@@ -1,0 +1,155 @@
+"""The group-aware backend (dmm.attribution.group): the path formula, the substitutes, the
+targets and their spread by hand; planted parameters recovered; storage and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dmm.attribution.group import (
+    GroupAttribution,
+    _margins,
+    calibrate,
+    density_datamodels,
+    spread_rho,
+    substitutes,
+)
+from dmm.attribution.linear import LinearAttribution
+from dmm.errors import DmmError
+
+N, P, C = 6, 8, 3  # 6 training points, 2 validation points, 3 classes
+
+
+def linear(seed: int = 0) -> LinearAttribution:
+    rng = np.random.default_rng(seed)
+    return LinearAttribution(rng.normal(size=(P, C)).astype(np.float32),
+                             np.full(N, 0.5, np.float32),
+                             0.1 * rng.normal(size=(N, P, C)).astype(np.float32), scale=0.6)
+
+
+def group(**kw) -> GroupAttribution:
+    rng = np.random.default_rng(1)
+    beta = rng.normal(size=(N, N)).astype(np.float32)
+    gamma = rng.normal(size=(N, N)).astype(np.float32)
+    # example i's substitutes: its two neighbours on a ring, weights 1 and 3
+    neighbours = np.array([[(i + 1) % N, (i - 1) % N] for i in range(N)])
+    weights = np.tile(np.array([[1.0, 3.0]], np.float32), (N, 1))
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    args = dict(ridge=linear(), beta=beta, gamma=gamma, abar=0.6, neighbours=neighbours,
+                weights=weights, train_labels=labels, s=0.8, kappa=0.5)
+    return GroupAttribution(**{**args, **kw})
+
+
+def test_phi_is_the_share_of_substitutes_removed_with_each_example():
+    g = group()
+    # F = {1, 2}: 1's neighbours are 2 (w 1, in F) and 0 (w 3); 2's are 3 (1) and 1 (3, in F)
+    np.testing.assert_allclose(g.phi(np.array([1, 2])), [1 / 4, 3 / 4])
+    np.testing.assert_allclose(g.phi(np.array([0, 3])), [0.0, 0.0])  # no substitute inside
+
+
+def test_margin_shift_follows_the_path_formula_by_hand():
+    g = group()
+    f = np.array([1, 2])
+    astar = 1 - 0.5 * np.array([0.25, 0.75])
+    want = [-0.8 * sum(g.beta[x, i] + (astar[k] - 0.6) * g.gamma[x, i]
+                       for k, i in enumerate(f)) for x in f]
+    np.testing.assert_allclose(g.margin_shift(f), want, rtol=1e-6)
+
+
+def test_targets_move_forget_margins_by_the_shift_and_keep_the_ridge_elsewhere():
+    g = group()
+    rng = np.random.default_rng(2)
+    z = torch.from_numpy(rng.normal(size=(4, P, C)).astype(np.float32))
+    f = np.array([1, 2])
+    h = g.predict(z, f)
+    ridge = g.ridge.predict(z, f)
+    others = np.setdiff1d(np.arange(P), f)
+    torch.testing.assert_close(h[:, others], ridge[:, others])
+    y = torch.as_tensor(g.train_labels[f])
+    moved = _margins(h[:, f], y) - _margins(z[:, f], y)
+    torch.testing.assert_close(moved, torch.as_tensor(g.margin_shift(f), dtype=torch.float32)
+                               .expand(4, -1), atol=1e-5, rtol=1e-5)
+    # only the true-class logit of the forget points differs from the ridge prediction
+    diff = (h - ridge).abs() > 1e-6
+    assert diff.any() and not diff[:, others].any()
+    assert set(np.argwhere(diff[0].numpy())[:, 1].tolist()) <= set(g.train_labels[f].tolist())
+
+
+def test_spread_of_the_targets_is_the_predicted_ratio_by_hand():
+    """Every model's margin deviation from the originals' mean margin is scaled by r at the
+    forget points, so the targets spread exactly r times wider than the originals."""
+    g = group(rho=np.full(N, 2.0, np.float32), spread=(np.log(1.5) / np.log(2.0), 0.0),
+              margin_mean=np.full(N, 0.3, np.float32))
+    f = np.array([1, 2])
+    np.testing.assert_allclose(g.spread_ratio(f), [1.5, 1.5])
+    rng = np.random.default_rng(3)
+    z = torch.from_numpy(rng.normal(size=(50, P, C)).astype(np.float32))
+    y = torch.as_tensor(g.train_labels[f])
+    h = g.predict(z, f)
+    m_z, m_h = _margins(z[:, f], y), _margins(h[:, f], y)
+    torch.testing.assert_close(m_h.std(0), 1.5 * m_z.std(0), rtol=1e-4, atol=1e-5)
+    # by hand: m_h = m_z + shift + (1.5 - 1) (m_z - 0.3)
+    want = m_z + torch.as_tensor(g.margin_shift(f), dtype=torch.float32) + 0.5 * (m_z - 0.3)
+    torch.testing.assert_close(m_h, want, atol=1e-4, rtol=1e-4)
+
+
+def test_density_datamodels_recover_a_planted_density_dependent_model():
+    rng = np.random.default_rng(4)
+    n, m, t = 12, 2000, 5
+    alpha = rng.uniform(0.3, 0.97, size=m)
+    masks = rng.random((m, n)) < alpha[:, None]
+    beta = rng.normal(size=(t, n))
+    gamma = rng.normal(size=(t, n))
+    abar = masks.mean(1).mean()
+    a = masks.mean(1)
+    y = masks @ beta.T + (masks * (a - abar)[:, None]) @ gamma.T + 0.01 * rng.normal(size=(m, t))
+    b, g, ab, info = density_datamodels(masks, y)
+    assert ab == pytest.approx(abar) and info["models"] == m
+    np.testing.assert_allclose(b, beta, atol=0.1)  # ridge shrinks a little
+    np.testing.assert_allclose(g, gamma, atol=0.4)
+
+
+def test_substitutes_rank_by_cosine_of_influence_columns():
+    cols = np.array([[1.0, 0.9, 0.0, -1.0], [0.0, 0.1, 1.0, 0.0]])  # 2 targets, 4 examples
+    idx, w = substitutes(cols, neighbours=2, power=1.0)
+    assert idx[0].tolist() == [1, 2]  # 1 is most similar to 0, then 2 (cos 0), never itself
+    assert w[0, 0] == pytest.approx(0.9 / np.hypot(0.9, 0.1), rel=1e-5) and w[0, 1] == 0
+    assert (idx != np.arange(4)[:, None]).all()
+
+
+def test_spread_rho_is_the_residual_std_ratio_without_and_with_each_example():
+    rng = np.random.default_rng(5)
+    masks = rng.random((400, 3)) < 0.5
+    r = rng.normal(size=(400, 3))
+    r[~masks[:, 0], 0] *= 2.0  # example 0 pins its own output
+    rho = spread_rho(masks, r)
+    assert rho[0] == pytest.approx(2.0, rel=0.15) and rho[1] == pytest.approx(1.0, rel=0.15)
+
+
+def test_calibration_recovers_planted_scale_and_slope():
+    g = group(rho=np.linspace(1.0, 1.5, N).astype(np.float32))
+    rng = np.random.default_rng(6)
+    truth = dict(s=0.7, kappa=1.2)
+    originals = rng.normal(size=(200, P))
+    calibration = []
+    for f in (np.array([0, 1, 2]), np.array([3, 4]), np.array([1, 3, 5])):
+        g.s, g.kappa = truth["s"], truth["kappa"]
+        shift = np.zeros(P)
+        shift[f] = g.margin_shift(f)
+        ratio = np.ones(P)
+        ratio[f] = np.asarray(g.rho[f]) ** 1.5
+        oracles = originals.mean(0) + shift + (originals - originals.mean(0)) * ratio
+        calibration.append((f, oracles))
+    g.s, g.kappa = 1.0, 1.0
+    how = calibrate(g, originals, calibration)
+    assert g.s == pytest.approx(0.7, abs=1e-3) and g.kappa == pytest.approx(1.2, abs=1e-2)
+    assert g.spread[0] == pytest.approx(1.5, abs=0.05) and abs(g.spread[1]) < 0.1
+    assert how["forget_margin_rms"] < 1e-4 and len(how["sets"]) == 3
+
+
+def test_shapes_are_checked():
+    with pytest.raises(DmmError, match="beta and gamma"):
+        group(beta=np.zeros((N, N + 1), np.float32))
+    with pytest.raises(DmmError, match="neighbours and weights"):
+        group(weights=np.ones((N, 3), np.float32))
