@@ -153,3 +153,93 @@ def test_shapes_are_checked():
         group(beta=np.zeros((N, N + 1), np.float32))
     with pytest.raises(DmmError, match="neighbours and weights"):
         group(weights=np.ones((N, 3), np.float32))
+
+
+@pytest.fixture(scope="module")
+def tiny_fleets(tiny, tmp_path_factory):
+    """Real fleets of the tiny task: random halves, a density fleet, calibration sets."""
+    from dmm.fleet import FleetCache
+
+    cache = FleetCache(tmp_path_factory.mktemp("group_fleets"), tiny, device="cpu",
+                       progress=False)
+    n = tiny.data.n_train
+    return {
+        "ridge": cache.get("dm", "datamodel", 40, seed=1),
+        "density": cache.get("density", "datamodel", 40, seed=2, alpha_range=(0.3, 0.97)),
+        "originals": cache.get("orig", "original", 4, seed=3),
+        "oracles": [cache.get(f"oracle{i}", "oracle", 4, seed=4 + i,
+                              forget=np.arange(i * 20, i * 20 + 10)) for i in range(2)]
+                   + [cache.get("nbhd", "oracle", 4, seed=9, forget=np.arange(n - 15, n))],
+    }
+
+
+def fit_tiny(fleets):
+    from dmm.attribution.datamodels import fit_datamodels
+    from dmm.attribution.group import fit_group_from_fleets
+
+    ridge = fit_datamodels(fleets["ridge"], "ridge")
+    return fit_group_from_fleets(ridge, fleets["density"], fleets["ridge"], fleets["originals"],
+                                 fleets["oracles"], neighbours=8)
+
+
+def test_fitted_on_tiny_fleets_shapes_determinism_storage_and_refusals(tiny, digits, tiny_fleets,
+                                                                      tmp_path):
+    from dmm.attribution.store import load_attribution, save_attribution
+
+    n = tiny.data.n_train
+    masks = np.asarray(tiny_fleets["density"].masks)
+    assert masks.mean(1).min() < 0.5 < masks.mean(1).max()  # densities vary per model
+    g = fit_tiny(tiny_fleets)
+    assert g.beta.shape == g.gamma.shape == (n, n) and g.neighbours.shape == (n, 8)
+    assert g.rho.shape == (n,) and g.margin_std.shape == (n + tiny.data.n_val,)
+    cal = g.info["calibration"]
+    assert [s["size"] for s in cal["sets"]] == [10, 10, 15] and cal["s"] == g.s
+    again = fit_tiny(tiny_fleets)
+    for name in ("beta", "gamma", "neighbours", "weights", "rho"):
+        np.testing.assert_array_equal(getattr(g, name), getattr(again, name))
+    assert (g.s, g.kappa, g.spread) == (again.s, again.kappa, again.spread)
+    z = tiny_fleets["originals"].logits
+    forget = np.arange(5, 25)
+    path = save_attribution(g, tmp_path / "group", tiny)
+    loaded = load_attribution(path, tiny)
+    assert isinstance(loaded, GroupAttribution) and loaded.info["backend"] == "group"
+    torch.testing.assert_close(loaded.predict(z, forget), g.predict(z, forget))
+    with pytest.raises(DmmError, match="made for task 'tiny', not 'digits'"):
+        load_attribution(path, digits)
+    with pytest.raises(DmmError, match="not a datamodel fleet"):
+        from dmm.attribution.group import fit_group_from_fleets
+
+        fit_group_from_fleets(g.ridge, tiny_fleets["originals"], tiny_fleets["ridge"],
+                              tiny_fleets["originals"], tiny_fleets["oracles"])
+
+
+def test_cli_attribute_group_fits_and_the_unlearn_report_estimates_quality(tiny, tiny_fleets,
+                                                                           tmp_path, capsys):
+    import json
+
+    from dmm.attribution.store import save_attribution
+    from dmm.cli import main
+    from dmm.forget_sets import write_indices
+    from tests.conftest import TINY
+
+    f = tiny_fleets
+    linear = save_attribution(fit_tiny(f).ridge, tmp_path / "ridge", tiny)
+    out = tmp_path / "group"
+    main(["attribute", "--task", str(TINY), "--backend", "group", "--fleet",
+          str(f["density"].path), "--linear", str(linear), "--datamodel_fleet",
+          str(f["ridge"].path), "--calibration_originals", str(f["originals"].path),
+          "--calibration_oracles", json.dumps([str(o.path) for o in f["oracles"]]),
+          "--neighbours", "8", "--device", "cpu", "--out", str(out)])
+    assert "group s =" in capsys.readouterr().out and (out / "manifest.json").is_file()
+    main(["train", "--task", str(TINY), "--out", str(tmp_path / "m.ckpt"), "--wandb",
+          "disabled", "--device", "cpu"])
+    write_indices(tmp_path / "f.txt", np.arange(5, 25))
+    main(["unlearn", "--checkpoint", str(tmp_path / "m.ckpt"), "--forget",
+          str(tmp_path / "f.txt"), "--method", "dmm", "--attribution", str(out), "--out",
+          str(tmp_path / "u.ckpt"), "--task", str(TINY), "--device", "cpu", "--set",
+          "epochs=1"])
+    assert "distance to the predicted retrained margins" in capsys.readouterr().out
+    q = json.loads((tmp_path / "u.json").read_text())["quality"]
+    assert q["available"] and "seed spread" in q["meaning"]
+    assert q["forget"]["points"] == 20 and q["retain"]["points"] == 200
+    assert all(q[k]["median"] >= 0 for k in ("forget", "retain", "validation"))

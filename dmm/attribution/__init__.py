@@ -7,6 +7,10 @@ Every backend is a :class:`Predictor`: ``predict(original_logits, forget, points
   is DM-Direct, h(x) = f(x; theta0) - s * sum_{i in F} beta_i(x).
 * :func:`fit_trak`: TRAK (``traker``) scores rescaled to logit units, same class.
 * :class:`OraclePredictor`: logits of real retrained models (oracle fleets).
+* :class:`GroupAttribution` (:func:`fit_group_from_fleets`): the group-aware backend, the
+  default of DMM and DM-Direct: density datamodels on a fleet of varying keep rates predict
+  the margins of the removed examples along the removal path, with their spread; linear
+  datamodels predict every other point (:mod:`dmm.attribution.group`).
 
 Artifacts: :func:`save_attribution` / :func:`load_attribution` (alias :func:`load`).
 Names are imported lazily, so that ``dmm`` CLI start-up does not load torch or traker.
@@ -38,6 +42,9 @@ _EXPORTS = {
     "forget_masks": "predictor",
     "LinearAttribution": "linear",
     "OraclePredictor": "oracle",
+    "GroupAttribution": "group",
+    "fit_group_attribution": "group",
+    "fit_group_from_fleets": "group",
     "fit_datamodels": "datamodels",
     "split_models": "datamodels",
     "heldout_slope": "datamodels",
