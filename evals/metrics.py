@@ -141,10 +141,11 @@ class KLoMInterval(Metric):
                           "per side, the same draw for every point; bins recomputed",
             "reference_models": "oracle", "compared_models": "unlearned",
             "direction": "both: KL(oracle || unlearned) and KL(unlearned || oracle)"}
+        boot = bootstrap_p95(case.oracle.margins, case.unlearned.margins, case.splits,
+                             self.resamples, self.seed)
         for direction in DIRECTIONS:
-            boot = bootstrap_p95(case.oracle.margins, case.unlearned.margins, case.splits,
-                                 direction, self.resamples, self.seed)
-            out[direction] = {k: np.percentile(v, [2.5, 97.5]).tolist() for k, v in boot.items()}
+            out[direction] = {k: np.percentile(v, [2.5, 97.5]).tolist()
+                              for k, v in boot[direction].items()}
         return out
 
     def values(self, block: dict[str, Any]) -> dict[str, float]:

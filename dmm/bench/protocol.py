@@ -294,12 +294,18 @@ def sides(ws: Workspace, phase: str, name: str, forget: np.ndarray,
     return Sides(fleet, ens, oracles, Outputs.from_logits(oracles.logits, ws.labels), matching)
 
 
-def score(ws: Workspace, outputs: Outputs, sides: Sides, forget: np.ndarray) -> dict[str, Any]:
-    """The metrics (all but U-LiRA, which :func:`ulira` adds) of ``outputs`` against the
-    scoring oracles of ``sides``."""
-    names = [m for m in ws.cfg.metrics if m != "ulira"]
+def phase_metrics(ws: Workspace, phase: str) -> list[str]:
+    """The metrics a phase's rows carry: all but U-LiRA (:func:`ulira` adds it to report
+    rows), and the bootstrap intervals only on reported rows (selection needs none)."""
+    skip = {"ulira"} | ({"klom_interval"} if phase == "select" else set())
+    return [m for m in ws.cfg.metrics if m not in skip]
+
+
+def score(ws: Workspace, outputs: Outputs, sides: Sides, forget: np.ndarray,
+          phase: str = "report") -> dict[str, Any]:
+    """The metrics of ``phase`` of ``outputs`` against the scoring oracles of ``sides``."""
     case = Case(sides.oracle_outputs, outputs, ws.splits(forget))
-    return columns(evaluate_case(case, names))
+    return columns(evaluate_case(case, phase_metrics(ws, phase)))
 
 
 def floor_row(ws: Workspace, set_name: str, forget: np.ndarray, report: Sides
@@ -331,7 +337,7 @@ def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, meth
     key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                 "originals": sides.originals.manifest["seed"],
                 "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
-                "metrics": ws.cfg.metrics, "backend": backend})
+                "metrics": phase_metrics(ws, phase), "backend": backend})
     folder = method if backend is None else f"{method}[{backend}]"
     path = ws.cache / "runs" / phase / set_name / folder / f"{key}.json"
     outputs_file = path.with_suffix(".npz")
@@ -363,7 +369,7 @@ def _unlearn(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, metho
     return {"forget_set": set_name, "method": method, "params": result.hparams,
             "diverged": int(result.diverged.sum()),
             "compute_fraction": result.compute_fraction, "seconds": result.seconds,
-            **score(ws, outputs, sides, forget)}
+            **score(ws, outputs, sides, forget, phase)}
 
 
 SELECTION = {
