@@ -83,8 +83,9 @@ def _bin_index(x: np.ndarray, lo: np.ndarray, width: np.ndarray) -> np.ndarray:
     near = np.flatnonzero((t < 1e-9) | (t > 1 - 1e-9))
     if near.size:
         flat, xs = idx.reshape(-1), x.reshape(-1)[near]
-        lo_n = np.broadcast_to(lo, x.shape).reshape(-1)[near]
-        w_n = np.broadcast_to(width, x.shape).reshape(-1)[near]
+        col = near % x.shape[-1]  # lo and width are per point: the last axis
+        lo_n, w_n = np.broadcast_to(lo, x.shape[-1:])[col], np.broadcast_to(width,
+                                                                           x.shape[-1:])[col]
         k = flat[near]
         k = np.where((xs < lo_n + w_n * k) & (k > 0), k - 1, k)
         k = np.where((xs >= lo_n + w_n * (k + 1)) & (k < N_BINS - 1), k + 1, k)
@@ -95,9 +96,9 @@ def _bin_index(x: np.ndarray, lo: np.ndarray, width: np.ndarray) -> np.ndarray:
 def _histograms(samples: np.ndarray, lo: np.ndarray, width: np.ndarray) -> np.ndarray:
     """Counts [points, N_BINS] of samples [N, points]."""
     n_points = samples.shape[1]
-    idx = _bin_index(samples, lo, width)  # [N, points]
-    flat = (np.arange(n_points) * N_BINS + idx).ravel()
-    return np.bincount(flat, minlength=n_points * N_BINS).reshape(n_points, N_BINS)
+    idx = _bin_index(samples, lo, width)  # [N, points], a fresh array
+    idx += np.arange(n_points) * N_BINS
+    return np.bincount(idx.ravel(), minlength=n_points * N_BINS).reshape(n_points, N_BINS)
 
 
 def klom(oracle_margins: Any, unlearned_margins: Any,
