@@ -337,11 +337,17 @@ def _print_bench(out: Path, args: Any) -> None:
     print(f"wrote {out}/results.csv, results.md, pareto.png, histograms/")
 
 
+def _print_prepare(paths: dict[str, Path], args: Any) -> None:
+    for k, (name, path) in enumerate(paths.items()):
+        print(f"{name}{' (default)' if k == 0 else ''}: {path}  (dmm unlearn --attribution "
+              f"{path})")
+
+
 def commands() -> dict[str, Command]:
     """Every subcommand (the library is imported only here, when the CLI runs)."""
     from dmm.attribution.build import attribute
     from dmm.attribution.forget_suite import write_forget_sets
-    from dmm.bench.runner import bench
+    from dmm.bench.runner import bench, prepare
     from dmm.evals.evaluate import evaluate
     from dmm.fleet import train_fleet
     from dmm.tasks import describe_tasks
@@ -365,10 +371,13 @@ def commands() -> dict[str, Command]:
                         "MIA) as a report", (ULIRA,), report=_print_eval),
         "bench": Command(bench, "benchmark every method on many forget sets",
                          report=_print_bench),
+        "prepare": Command(prepare, "train the fleets and fit the attribution backends that "
+                           "dmm unlearn needs, as the bench does", report=_print_prepare),
     }
 
 
-COMMANDS = ("tasks", "train", "fleet", "attribute", "forget-sets", "unlearn", "eval", "bench")
+COMMANDS = ("tasks", "train", "fleet", "attribute", "forget-sets", "unlearn", "eval", "bench",
+            "prepare")
 
 
 def build_parser(table: dict[str, Command]) -> Parser:

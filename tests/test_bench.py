@@ -228,3 +228,24 @@ def test_a_forget_set_file_may_not_take_a_suite_name(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--config", str(cfg), "--quick", "--out", str(tmp_path / "o")])
     assert exc.value.code == 2 and "suite set" in capsys.readouterr().err
+
+
+def test_prepare_gives_the_bench_backends_and_dmm_unlearns_a_checkpoint_with_them(
+        quick_run, quick_config, tmp_path, capsys, monkeypatch):
+    """`dmm prepare` on the bench's run directory trains nothing more (its fleets are the
+    bench's) and names each backend's artifact; `dmm unlearn` takes the default one."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached fleet was retrained")
+
+    with monkeypatch.context() as m:
+        m.setattr(dmm.fleet.train, "train_ensemble", no_training)
+        main(["prepare", "--config", str(quick_config), "--quick", "--out", str(quick_run)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("group (default): ") and lines[1].startswith("ridge: ")
+    group = lines[0].split()[2]
+    main(["train", "--out", str(tmp_path / "m.ckpt"), "--wandb", "disabled", "--device", "cpu"])
+    (tmp_path / "f.txt").write_text("3 14 15 92\n")
+    main(["unlearn", "--checkpoint", str(tmp_path / "m.ckpt"), "--forget", str(tmp_path / "f.txt"),
+          "--attribution", group, "--out", str(tmp_path / "u.ckpt"), "--device", "cpu"])
+    report = json.loads((tmp_path / "u.json").read_text())
+    assert report["method"] == "dmm" and report["quality"]["available"]

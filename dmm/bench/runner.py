@@ -134,3 +134,28 @@ def bench(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = N
     out = out or Path("runs/bench") / (Path(config).stem + ("-quick" if quick else ""))
     run_bench(cfg, out, device=device, wandb=wandb)
     return out
+
+
+def prepare(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = None,
+            quick: bool = False, data: str | None = None,
+            device: Literal["auto", "cpu", "cuda"] = "auto") -> dict[str, Path]:
+    """Train the fleets and fit the attribution backends of a bench config, as the bench
+    would (cached in <out>/cache and reused by it), for `dmm unlearn --attribution` of the
+    task's checkpoints; returns (and prints) each backend's artifact, the default first.
+
+    Args:
+        config: bench config whose `attribution` section to prepare.
+        out: run directory (default runs/bench/<config name>[-quick], the bench's own).
+        quick: the config's quick profile (tiny fleets).
+        data: local data directory for cifar10/tensors (overrides the config's).
+        device: auto (CUDA when present), cpu or cuda.
+    """
+    cfg = load_bench_config(config, quick=quick)
+    if data is not None:
+        cfg.data = data
+    out = out or Path("runs/bench") / (Path(config).stem + ("-quick" if quick else ""))
+    ws = P.Workspace(cfg, Path(out), device)
+    P.backends(ws, P.fit_attribution(ws))
+    cache = ws.cache
+    paths = {"group": cache / "attribution_group", "trak": cache / "attribution_trak"}
+    return {b: paths.get(b, cache / "attribution") for b in cfg.attribution.backends}
