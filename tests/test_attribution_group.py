@@ -57,6 +57,13 @@ def test_margin_shift_follows_the_path_formula_by_hand():
     np.testing.assert_allclose(g.margin_shift(f), want, rtol=1e-6)
 
 
+def test_alpha_star_is_clipped_to_the_densities_the_fleet_saw():
+    g = group(kappa=10.0, alpha_min=0.4)
+    f = np.array([1, 2])  # phi = 1/4, 3/4: 1 - 10 phi = -1.5, -6.5 -> both 0.4
+    want = [-0.8 * sum(g.beta[x, i] + (0.4 - 0.6) * g.gamma[x, i] for i in f) for x in f]
+    np.testing.assert_allclose(g.margin_shift(f), want, rtol=1e-6)
+
+
 def test_targets_move_forget_margins_by_the_shift_and_keep_the_ridge_elsewhere():
     g = group()
     rng = np.random.default_rng(2)
@@ -146,6 +153,31 @@ def test_calibration_recovers_planted_scale_and_slope():
     assert g.s == pytest.approx(0.7, abs=1e-3) and g.kappa == pytest.approx(1.2, abs=1e-2)
     assert g.spread[0] == pytest.approx(1.5, abs=0.05) and abs(g.spread[1]) < 0.1
     assert how["forget_margin_rms"] < 1e-4 and len(how["sets"]) == 3
+
+
+def test_calibration_lets_one_unusual_set_bend_the_fit_less_than_least_squares():
+    n, p = 40, 42
+    rng = np.random.default_rng(8)
+    ridge = LinearAttribution(rng.normal(size=(p, C)).astype(np.float32),
+                              np.full(n, 0.5, np.float32),
+                              0.1 * rng.normal(size=(n, p, C)).astype(np.float32))
+    g = GroupAttribution(ridge, rng.normal(size=(n, n)).astype(np.float32),
+                         rng.normal(size=(n, n)).astype(np.float32), 0.6,
+                         np.array([[(i + 1) % n, (i - 1) % n] for i in range(n)]),
+                         np.ones((n, 2), np.float32), rng.integers(0, C, n), s=0.7, kappa=1.2)
+    originals = rng.normal(size=(100, p))
+    calibration = []
+    for k in range(6):  # five sets on the planted path, the sixth 4 margin units further
+        f = np.sort(rng.choice(n, 6, replace=False)) if k < 5 else np.arange(10, 16)
+        shift = np.zeros(p)
+        shift[f] = g.margin_shift(f) - (4.0 if k == 5 else 0.0)
+        calibration.append((f, originals + shift))
+    plain = calibrate(g, originals, calibration, threshold=1e6)
+    robust = calibrate(g, originals, calibration)
+    assert abs(robust["kappa"] - 1.2) < abs(plain["kappa"] - 1.2) / 4
+    assert robust["s"] == pytest.approx(0.7, abs=0.01)
+    assert max(e["forget_margin_rms"] for e in robust["sets"][:5]) < 0.05
+    assert max(e["forget_margin_rms"] for e in plain["sets"][:5]) > 0.2
 
 
 def test_shapes_are_checked():

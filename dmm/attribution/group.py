@@ -20,8 +20,9 @@ The model (:class:`GroupAttribution`):
 * **The removal path.** While F is removed, the density of i's substitutes falls from 1
   towards 1 - phi_i; the shift of x's margin is
   ``-s * sum_{i in F} [beta_i(x) + (alpha*_i - abar) gamma_i(x)]``, ``alpha*_i =
-  1 - kappa * phi_i``. A random forget set (phi ~ 0) is predicted at full density; the
-  members of a coherent group at the lower density they leave each other.
+  1 - kappa * phi_i`` clipped to the densities the density fleet saw (no extrapolation).
+  A random forget set (phi ~ 0) is predicted at full density; the members of a coherent
+  group at the lower density they leave each other.
 * **Where it applies.** The group model predicts the margins of the forget points
   themselves; every other point, and the other logits, come from the ridge datamodels
   (``ridge``), whose small cross-effects are less noisy than the density model's.
@@ -32,11 +33,12 @@ The model (:class:`GroupAttribution`):
   model's margin deviation from the originals' mean margin (``margin_mean``) is scaled by
   r_x, so that a fleet of predictions is as spread out as a fleet of oracles.
 
-``s``, ``kappa``, ``a`` and ``b`` are fitted by least squares on calibration forget sets
-that are never evaluated (random sets and input-space neighbourhoods of seeded random
-points, with real oracles): :func:`fit_group_attribution`. Memory: beta and gamma are
-[n_train, n_train] each, the substitutes [n_train, neighbours]; a prediction reads the
-|F| columns of the removed examples.
+``s``, ``kappa``, ``a`` and ``b`` are fitted on calibration forget sets that are never
+evaluated (random sets and input-space neighbourhoods of seeded random points, with real
+oracles): :func:`calibrate`, a robust (pseudo-Huber) least squares in which every set
+weighs the same, so that one large or unusual set cannot set the path for all.
+Memory: beta and gamma are [n_train, n_train] each, the substitutes [n_train,
+neighbours]; a prediction reads the |F| columns of the removed examples.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class GroupAttribution(Predictor):
             substitution weights.
         train_labels: [n_train] labels of the training points (their margins move).
         s, kappa: the group path's scale and density slope.
+        alpha_min: the lowest density the density fleet saw (alpha* is clipped to it).
         rho: [n_train] residual-spread ratio without / with each example.
         spread: (a, b) of the spread ratio exp(a log rho + b phi); (0, 0) turns it off.
         margin_mean, margin_std: [points] mean and std of original models' margins (the
@@ -85,6 +88,7 @@ class GroupAttribution(Predictor):
     train_labels: np.ndarray
     s: float = 1.0
     kappa: float = 1.0
+    alpha_min: float = 0.0
     rho: np.ndarray | None = None
     spread: tuple[float, float] = (0.0, 0.0)
     margin_mean: np.ndarray | None = None
@@ -119,7 +123,7 @@ class GroupAttribution(Predictor):
 
     def margin_shift(self, forget: np.ndarray) -> np.ndarray:
         """Predicted change of the mean margin at each forget point: [|F|]."""
-        astar = 1.0 - self.kappa * self.phi(forget)
+        astar = np.clip(1.0 - self.kappa * self.phi(forget), self.alpha_min, 1.0)
         cols = np.asarray(self.beta[np.ix_(forget, forget)], dtype=np.float64)
         cols += (astar - self.abar)[None, :] * np.asarray(self.gamma[np.ix_(forget, forget)])
         return -self.s * cols.sum(1)
@@ -249,36 +253,53 @@ def spread_rho(masks: np.ndarray, residuals: np.ndarray) -> np.ndarray:
 
 
 def calibrate(attr: GroupAttribution, original_margins: np.ndarray,
-              calibration: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """Fit ``s, kappa`` (least squares of the actual mean margin shifts at the forget
-    points on the predicted ones) and the spread's ``a, b`` (least squares of the log
-    ratio of standard deviations at the forget points) on calibration sets: (forget
-    indices, oracle margins [K', points]) against originals' margins [K, points]. Sets
-    ``attr`` in place and returns a description."""
+              calibration: list[tuple[np.ndarray, np.ndarray]], threshold: float = 0.3
+              ) -> dict[str, Any]:
+    """Fit ``s, kappa`` on the mean margin shifts at the forget points and the spread's
+    ``a, b`` on their log ratios of standard deviations, over calibration sets: (forget
+    indices, oracle margins [K', points]) against originals' margins [K, points].
+
+    Every set weighs the same (a point's residual counts 1/|F|). ``s, kappa`` minimise the
+    pseudo-Huber loss of the per-point shift errors, quadratic below ``threshold`` margin
+    units and linear above, so that a set the model cannot describe (a neighbourhood whose
+    oracles move twice as far as any path predicts) bends the fit less than plain least
+    squares lets it. ``a, b`` are the weighted least-squares solution. Sets ``attr`` in
+    place and returns a description."""
     from scipy.optimize import least_squares
 
     m0, sd0 = original_margins.mean(0), original_margins.std(0)
     sets = [(f, om.mean(0)[f] - m0[f], np.log(om.std(0)[f] / np.maximum(sd0[f], 1e-6)))
             for f, om in calibration]
 
-    def residuals(theta: np.ndarray) -> np.ndarray:
+    def errors(theta: np.ndarray) -> list[np.ndarray]:
         attr.s, attr.kappa = float(theta[0]), float(theta[1])
-        return np.concatenate([attr.margin_shift(f) - shift for f, shift, _ in sets])
+        return [attr.margin_shift(f) - shift for f, shift, _ in sets]
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        # sign(e) sqrt(huber(e)) / sqrt(|F|): least squares of these is the weighted loss
+        out = []
+        for e in errors(theta):
+            huber = 2 * e**2 / (np.sqrt(1 + (e / threshold) ** 2) + 1)  # 2t^2(sqrt(1+z)-1)
+            out.append(np.sign(e) * np.sqrt(huber / len(e)))
+        return np.concatenate(out)
 
     fit = least_squares(residuals, np.array([1.0, 1.0]), bounds=([0.0, 0.0], [5.0, 10.0]))
     attr.s, attr.kappa = float(fit.x[0]), float(fit.x[1])
+    rms = [float(np.sqrt(np.mean(e**2))) for e in errors(fit.x)]
+    weight = np.concatenate([np.full(len(f), 1 / np.sqrt(len(f))) for f, _, _ in sets])
     design = np.concatenate([np.stack([np.log(attr.rho[f]), attr.phi(f)], 1)
                              for f, _, _ in sets])
     target = np.concatenate([lr for *_, lr in sets])
-    ab, *_ = np.linalg.lstsq(design, target, rcond=None)
+    ab, *_ = np.linalg.lstsq(design * weight[:, None], target * weight, rcond=None)
     attr.spread = (float(ab[0]), float(ab[1]))
-    rms = float(np.sqrt(np.mean(residuals(fit.x) ** 2)))
-    return {"method": "least squares on calibration sets (never evaluated): s and kappa on "
-                      "the mean margin shifts of the forget points, the spread's a and b on "
-                      "their log std ratios",
-            "s": attr.s, "kappa": attr.kappa, "spread": list(attr.spread),
-            "forget_margin_rms": rms,
-            "sets": [{"size": int(len(f))} for f, _ in calibration]}
+    return {"method": "calibration sets (never evaluated), each weighing the same: s and "
+                      "kappa by pseudo-Huber least squares of the forget points' mean margin "
+                      "shifts, the spread's a and b by least squares of their log std ratios",
+            "threshold": threshold, "s": attr.s, "kappa": attr.kappa,
+            "spread": list(attr.spread), "alpha_min": attr.alpha_min,
+            "forget_margin_rms": float(np.median(rms)),
+            "sets": [{"size": int(len(f)), "forget_margin_rms": r}
+                     for (f, _), r in zip(calibration, rms, strict=True)]}
 
 
 def fit_group_attribution(ridge: LinearAttribution, density_masks: np.ndarray,
@@ -311,6 +332,7 @@ def fit_group_attribution(ridge: LinearAttribution, density_masks: np.ndarray,
     m0 = margins_of(z0, labels)
     attr = GroupAttribution(ridge, beta.astype(np.float32), gamma.astype(np.float32), abar, idx,
                             wts, np.asarray(labels)[:n].astype(np.int64),
+                            alpha_min=float(np.asarray(density_masks).mean(1).min()),
                             rho=spread_rho(ridge_masks, ridge_residuals),
                             margin_mean=m0.mean(0).astype(np.float32),
                             margin_std=m0.std(0).astype(np.float32))

@@ -45,7 +45,7 @@ class GroupSpec:
     alpha_range: list[float] = field(default_factory=lambda: [0.3, 0.97])
     neighbours: int = 64
     power: float = 8.0
-    neighbourhood_sizes: list[int] = field(default_factory=lambda: [20, 50, 100])
+    neighbourhood_sizes: list[int] = field(default_factory=lambda: [20, 30, 50, 50, 100])
 
 
 @dataclass

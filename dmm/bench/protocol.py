@@ -163,9 +163,14 @@ def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
     from dmm.attribution.group import fit_group_from_fleets
 
     path = ws.cache / "attribution_group"
-    if (path / "manifest.json").is_file():
-        return load_attribution(path, ws.task)
     spec, g = ws.cfg.attribution, ws.cfg.attribution.group
+    settings = {**asdict(g), "calibration_sizes": list(spec.calibration_sizes),
+                "calibration_models": spec.calibration_models}
+    if (path / "manifest.json").is_file():
+        cached = load_attribution(path, ws.task)
+        if cached.info.get("settings") == settings:
+            return cached
+        ws.log(f"{path} was fitted with other settings: refitting")
     density = ws.fleet("density", "datamodel", g.models, SEEDS["density"],
                        alpha_range=tuple(g.alpha_range))
     dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
@@ -180,6 +185,7 @@ def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
     for entry, f in zip(attr.info["calibration"]["sets"], [*oracles, *nbhd], strict=True):
         entry["construction"] = ("random" if f in oracles else "input-space neighbourhood "
                                  "of a seeded random training example")
+    attr.info["settings"] = settings
     ws.timings["group backend fit"] = time.perf_counter() - t0
     save_attribution(attr, path, ws.task, overwrite=True)
     return load_attribution(path, ws.task)
