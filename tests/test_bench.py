@@ -249,3 +249,20 @@ def test_prepare_gives_the_bench_backends_and_dmm_unlearns_a_checkpoint_with_the
           "--attribution", group, "--out", str(tmp_path / "u.ckpt"), "--device", "cpu"])
     report = json.loads((tmp_path / "u.json").read_text())
     assert report["method"] == "dmm" and report["quality"]["available"]
+
+
+def test_a_recalibrated_backend_gets_new_run_cache_keys():
+    import numpy as np
+
+    from dmm.attribution.linear import LinearAttribution
+    from dmm.bench.protocol import identity
+
+    def ridge(scale: float) -> LinearAttribution:
+        return LinearAttribution(np.zeros((3, 2), np.float32), np.full(2, 0.5, np.float32),
+                                 np.zeros((2, 3, 2), np.float32), scale=scale)
+
+    assert identity(ridge(0.5)) == identity(ridge(0.5))
+    assert identity(ridge(0.5)) != identity(ridge(0.6))
+    recalibrated = ridge(0.5)
+    recalibrated.info["settings"] = {"neighbourhood_sizes": [20]}
+    assert identity(recalibrated) != identity(ridge(0.5))

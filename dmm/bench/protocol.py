@@ -65,6 +65,7 @@ class Workspace:
     fleets: FleetCache = field(init=False)
     timings: dict[str, float] = field(default_factory=dict)
     backend_costs: dict[str, dict[str, int]] = field(default_factory=dict)
+    backend_ids: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.task = load_task(self.cfg.task, self.cfg.data)
@@ -198,15 +199,21 @@ def fit_trak(ws: Workspace) -> LinearAttribution:
     from dmm.attribution.trak_scores import fit_trak as trak
 
     path = ws.cache / "attribution_trak"
-    if (path / "manifest.json").is_file():
-        return load_attribution(path, ws.task)
     spec = ws.cfg.attribution
+    settings = {**asdict(spec.trak), "calibration_sizes": list(spec.calibration_sizes),
+                "calibration_models": spec.calibration_models}
+    if (path / "manifest.json").is_file():
+        cached = load_attribution(path, ws.task)
+        if cached.info.get("settings") == settings:
+            return cached
+        ws.log(f"{path} was fitted with other settings: refitting")
     ens = ws.fleet("trak_originals", "original", spec.trak.models, SEEDS["trak"])
     dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
     t0 = time.perf_counter()
     attr = trak(ws.task, ens, dm, None, spec.trak.proj_dim, spec.trak.lambda_reg,
                 device=_solver_device(ws))
     attr.scale, attr.info["scale_fit"] = fit_scale_from_fleets(attr, *calibration_fleets(ws))
+    attr.info["settings"] = settings
     ws.timings["TRAK fit"] = time.perf_counter() - t0
     save_attribution(attr, path, ws.task, overwrite=True)
     return load_attribution(path, ws.task)
@@ -241,7 +248,16 @@ def backends(ws: Workspace, linear: LinearAttribution) -> dict[str, Any]:
                     "datamodel fleet (units, LDS)": min(spec.models, 1500),
                     "calibration": calib}
         ws.backend_costs[name] = {**cost, "models": sum(cost.values())}
+        ws.backend_ids[name] = identity(out[name])
     return out
+
+
+def identity(attr: Any) -> str:
+    """What distinguishes one fitted backend from another on the same (immutable) fleets:
+    its calibrated parameters and settings; part of every run's cache key."""
+    fitted = {k: getattr(attr, k) for k in ("scale", "s", "kappa", "alpha_min", "spread",
+                                            "abar") if hasattr(attr, k)}
+    return _key({**fitted, "settings": attr.info.get("settings")})
 
 
 def suite_names(ws: Workspace) -> list[str]:
@@ -343,7 +359,8 @@ def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, meth
     key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                 "originals": sides.originals.manifest["seed"],
                 "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
-                "metrics": phase_metrics(ws, phase), "backend": backend})
+                "metrics": phase_metrics(ws, phase), "backend": backend,
+                **({"attribution": ws.backend_ids[backend]} if backend else {})})
     folder = method if backend is None else f"{method}[{backend}]"
     path = ws.cache / "runs" / phase / set_name / folder / f"{key}.json"
     outputs_file = path.with_suffix(".npz")
@@ -414,7 +431,8 @@ def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
     name, backend = row["method_name"], row.get("backend")
     size = min(len(sets[row["forget_set"]]), spec.max_forget)
     key = _key({"method": name, "hparams": row["params"], "size": size, "spec": asdict(spec),
-                **({"backend": backend} if backend else {})})
+                **({"backend": backend, "attribution": ws.backend_ids[backend]}
+                   if backend else {})})
     path = ws.cache / "runs" / "ulira" / f"{name}-{key}.json"
     if not path.is_file():
         def oracles(masks: np.ndarray) -> Fleet:
