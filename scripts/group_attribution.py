@@ -54,9 +54,7 @@ def fit_substitute_scaled(ws: P.Workspace, ridge, group) -> SubstituteScaled:  #
     from scipy.optimize import least_squares
 
     originals, oracles = P.calibration_fleets(ws)
-    nbhd = [ws.fleet(f"calibration_neighbourhood_{i}", "oracle",
-                     ws.cfg.attribution.calibration_models, P.SEEDS["calibration"] + 50 + i,
-                     forget=f) for i, f in enumerate(P.neighbourhoods(ws))]
+    nbhd = P.neighbourhood_fleets(ws)
     labels = ws.labels
     z0 = np.asarray(originals.logits, dtype=np.float32)
     m0 = margins(z0, labels).mean(0)

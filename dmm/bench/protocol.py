@@ -158,6 +158,13 @@ def neighbourhoods(ws: Workspace) -> list[np.ndarray]:
     return out
 
 
+def neighbourhood_fleets(ws: Workspace) -> list[Fleet]:
+    """The oracles of each calibration neighbourhood (:func:`neighbourhoods`)."""
+    return [ws.fleet(f"calibration_neighbourhood_{i}_{len(f)}", "oracle",
+                     ws.cfg.attribution.calibration_models, SEEDS["calibration"] + 50 + i,
+                     forget=f) for i, f in enumerate(neighbourhoods(ws))]
+
+
 def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
     """The group-aware backend: density datamodels, substitutes, calibration (cached)."""
     from dmm.attribution import load_attribution, save_attribution
@@ -176,9 +183,7 @@ def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
                        alpha_range=tuple(g.alpha_range))
     dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
     originals, oracles = calibration_fleets(ws)
-    nbhd = [ws.fleet(f"calibration_neighbourhood_{i}", "oracle", spec.calibration_models,
-                     SEEDS["calibration"] + 50 + i, forget=f)
-            for i, f in enumerate(neighbourhoods(ws))]
+    nbhd = neighbourhood_fleets(ws)
     t0 = time.perf_counter()
     ws.log(f"fitting the group-aware backend on {g.models} density models")
     attr = fit_group_from_fleets(linear, density, dm, originals, [*oracles, *nbhd],
