@@ -96,6 +96,12 @@ def _checkpoint_task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     return {"task": load_task(args.task or meta["task"], args.data)}
 
 
+def _bench_config(args: Any, given: dict[str, Any]) -> dict[str, Any]:
+    from dmm.config import config_path
+
+    return {"config": config_path("bench", args.config)}
+
+
 def _forget(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     from dmm.forget_sets import read_indices
 
@@ -184,6 +190,9 @@ TASK = Adapter((Flag("task", str, "task name (configs/tasks/<name>.yaml) or a ta
 CHECKPOINT_TASK = Adapter((Flag("task", str | None, "task (default: the checkpoint's)"),
                            Flag("data", str | None, "local data for cifar10/tensors tasks")),
                           ("task",), _checkpoint_task)
+BENCH_CONFIG = Adapter((Flag("config", str, "bench config: the name of a shipped one "
+                             "(configs/bench/<name>.yaml: digits, cifar10) or a YAML path",
+                             "digits"),), ("config",), _bench_config)
 FORGET = Adapter((Flag("forget", Path | None, "forget set index file (.txt/.csv/.npy/.json), "
                       "for oracle fleets"),), ("forget",), _forget)
 REQUEST = Adapter((Flag("forget", Path, "index file of the training examples to delete "
@@ -370,9 +379,10 @@ def commands() -> dict[str, Command]:
         "eval": Command(evaluate, "evaluate unlearned models against oracles (KLoM, accuracy, "
                         "MIA) as a report", (ULIRA,), report=_print_eval),
         "bench": Command(bench, "benchmark every method on many forget sets",
-                         report=_print_bench),
+                         (BENCH_CONFIG,), report=_print_bench),
         "prepare": Command(prepare, "train the fleets and fit the attribution backends that "
-                           "dmm unlearn needs, as the bench does", report=_print_prepare),
+                           "dmm unlearn needs, as the bench does", (BENCH_CONFIG,),
+                           report=_print_prepare),
     }
 
 

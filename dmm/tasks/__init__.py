@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dmm.config import CONFIG_DIR, load_dataclass
-from dmm.errors import DmmError
+from dmm.config import CONFIG_DIR, config_names, config_path, load_dataclass
 from dmm.recipe import Recipe
 from dmm.tasks.data import DataSpec, IndexedDataset, TaskData, load_data
 from dmm.tasks.models import ModelSpec, build_model
@@ -69,7 +68,7 @@ class Task:
 
 def task_names() -> list[str]:
     """Names of the tasks shipped in ``configs/tasks``."""
-    return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
+    return config_names("tasks")
 
 
 def describe_tasks() -> dict[str, str]:
@@ -79,16 +78,11 @@ def describe_tasks() -> dict[str, str]:
 
 
 def load_task(name: str = "digits", data: str | Path | None = None) -> Task:
-    """Load a task by name (``configs/tasks/<name>.yaml``) or from a YAML path.
+    """Load a task by name (a shipped ``configs/tasks/<name>.yaml``) or from a YAML path
+    (the task's name is then the file's stem).
 
     ``data`` is the local directory or file for tasks that need one (cifar10, tensors).
     """
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml"):
-        task_name = path.stem
-    else:
-        task_name, path = name, TASK_DIR / f"{name}.yaml"
-        if not path.is_file():
-            raise DmmError(f"unknown task {name!r} (known: {', '.join(task_names())})")
+    path = config_path("tasks", name)
     spec = load_dataclass(TaskSpec, path)
-    return Task(task_name, spec, load_data(spec.data, data))
+    return Task(path.stem, spec, load_data(spec.data, data))
