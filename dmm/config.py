@@ -9,11 +9,13 @@ The shipped configs (``tasks/``, ``methods/``, ``bench/``) are package data of
 that package, so a wheel holds them in ``site-packages/dmm/configs/`` and an editable
 install finds the repository's folder. :data:`CONFIG_DIR` is located by
 ``importlib.resources``, never as a path beside the source tree; :func:`config_path`
-turns a shipped config's name, or a YAML path, into its file.
+turns a shipped config's name, or a YAML path, into its file. Objects named by import
+path (a task's ``class_path``) are imported by :func:`import_object`.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from importlib import resources
 from pathlib import Path
@@ -58,6 +60,29 @@ def config_path(kind: str, name: str | Path) -> Path:
         raise DmmError(f"unknown {CONFIG_KINDS[kind]} {str(name)!r} "
                        f"(known: {', '.join(config_names(kind))}; or give a YAML path)")
     return shipped
+
+
+def import_object(path: str, what: str) -> Any:
+    """The object a dotted import path names (``package.module.Name``), imported; a path
+    that does not import is a one-line :class:`DmmError` naming ``what`` it was for."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise DmmError(f"{what} {path!r} must be an import path, module.Name")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001  (whatever the user's module raises on import)
+        hint = " (is it installed or on PYTHONPATH?)" if isinstance(e, ImportError) else ""
+        raise DmmError(f"{what} {path!r}: cannot import {module_name}: "
+                       f"{one_line(e)}{hint}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise DmmError(f"{what} {path!r}: module {module_name} has no {attr!r}") from None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and message, whitespace collapsed."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
 
 
 class _Loader(yaml.SafeLoader):
