@@ -281,6 +281,12 @@ def _print_train(meta: dict, args: Any) -> None:
           f"({meta['train_seconds']:.1f} s)  wrote {args.out}")
 
 
+def _print_import(meta: dict, args: Any) -> None:
+    acc = meta["accuracy"]
+    print(f"imported {args.weights}: train accuracy {acc['train']:.4f}  validation accuracy "
+          f"{acc['val']:.4f}  wrote {args.out}")
+
+
 def _print_fleet(fleet: Any, args: Any) -> None:
     from dmm.fleet import shard_summary
 
@@ -357,6 +363,7 @@ def commands() -> dict[str, Command]:
     from dmm.attribution.build import attribute
     from dmm.attribution.forget_suite import write_forget_sets
     from dmm.bench.runner import bench, prepare
+    from dmm.checkpoint import import_checkpoint
     from dmm.evals.evaluate import evaluate
     from dmm.fleet import train_fleet
     from dmm.tasks import describe_tasks
@@ -367,6 +374,8 @@ def commands() -> dict[str, Command]:
         "tasks": Command(describe_tasks, "list the available tasks", report=_print_tasks),
         "train": Command(train_checkpoint, "train one model and write a checkpoint", (TASK,),
                          report=_print_train),
+        "import": Command(import_checkpoint, "import a model trained elsewhere (its state "
+                          "dict) as a checkpoint", (TASK,), report=_print_import),
         "fleet": Command(train_fleet, "train a fleet of models (originals, oracles, datamodels)",
                          (TASK, FORGET), skip=("masks", "reuse", "progress"),
                          report=_print_fleet),
@@ -386,8 +395,8 @@ def commands() -> dict[str, Command]:
     }
 
 
-COMMANDS = ("tasks", "train", "fleet", "attribute", "forget-sets", "unlearn", "eval", "bench",
-            "prepare")
+COMMANDS = ("tasks", "train", "import", "fleet", "attribute", "forget-sets", "unlearn", "eval",
+            "bench", "prepare")
 
 
 def build_parser(table: dict[str, Command]) -> Parser:

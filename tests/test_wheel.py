@@ -102,8 +102,12 @@ def test_installed_wheel_runs_from_any_directory(installed):
           "for n in config_names('bench'): load_bench_config(config_path('bench', n), "
           "quick=True)"], work, env=env)
 
-    _run([bin_ / "dmm", "train", "--task", "digits", "--out", "model.ckpt",
-          "--wandb", "disabled", "--device", "cpu"], work, env=env)
+    # A digits model trained elsewhere (here: freshly initialised), imported, unlearned.
+    _run([bin_ / "python", "-c", "import torch; from dmm.tasks import load_task; "
+          "torch.save(load_task('digits').build_model(0).state_dict(), 'weights.pt')"],
+         work, env=env)
+    _run([bin_ / "dmm", "import", "--task", "digits", "--weights", "weights.pt", "--out",
+          "model.ckpt"], work, env=env)
     (work / "forget.txt").write_text("0\n5\n9\n")
     printed = _run([bin_ / "dmm", "unlearn", "--checkpoint", "model.ckpt", "--forget",
                     "forget.txt", "--method", "gd", "--set", "epochs=1", "--device", "cpu",
