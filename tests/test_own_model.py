@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from dmm.config import CONFIG_DIR
 from dmm.errors import DmmError
 from dmm.tasks import load_task
 
@@ -134,6 +135,18 @@ def test_shipped_architecture_by_class_path_is_the_same_model(user, tiny):
     assert type(a) is type(b) and a.state_dict().keys() == b.state_dict().keys()
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert tiny.identity()["model"] == {"arch": "mlp", "hidden": [16], "width": 16}
+    assert long.identity()["model"] == tiny.identity()["model"]  # one model, two spellings
+    # The shipped tasks name their architectures by class_path; artifacts record the same
+    # identity as always, so existing checkpoints and fleet caches still load.
+    assert "class_path: dmm.tasks.models.MLP" in (CONFIG_DIR / "tasks/digits.yaml").read_text()
+    assert load_task("digits").identity()["model"] == {"arch": "mlp", "hidden": [128],
+                                                       "width": 16}
+    assert load_task("digits_cnn").identity()["model"] == {"arch": "cnn", "hidden": [128],
+                                                           "width": 16}
+    other = load_task(user("{class_path: dmm.tasks.models.ResNet9, init_args: {scale: 0.5}}",
+                           "{source: digits}", "r"))
+    assert other.identity()["model"] == {"class_path": "dmm.tasks.models.ResNet9",
+                                         "init_args": {"scale": 0.5}}
 
 
 def test_a_model_with_buffers_trains_through_the_loop(user, tmp_path):
@@ -214,3 +227,4 @@ def test_cli_refuses_a_bad_class_path_with_one_line(user, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("dmm: error: model ")
     assert "not [2, 3]" in err[0] and not (tmp_path / "out").exists()
+

@@ -82,12 +82,14 @@ class ModelSpec:
 
     def identity(self) -> dict[str, Any]:
         """What artifacts record as the model: ``{class_path, init_args}``, or for a
-        shipped ``arch`` the ``{arch, hidden, width}`` that artifacts have always held."""
-        if self.class_path is not None:
-            return {"class_path": self.class_path, "init_args": dict(self.init_args)}
-        return {"arch": self.arch or "mlp",
-                "hidden": list(self.hidden if self.hidden is not None else DEFAULT_HIDDEN),
-                "width": self.width if self.width is not None else DEFAULT_WIDTH}
+        shipped architecture (by ``arch`` or by its class path) the ``{arch, hidden,
+        width}`` that artifacts have always held, so both spellings are the same model."""
+        path, args = self.resolved()
+        arch = {v: k for k, v in SHIPPED.items()}.get(path)
+        if arch is None or not set(args) <= {"mlp": {"hidden"}, "cnn": {"width"}}.get(arch, set()):
+            return {"class_path": path, "init_args": args}
+        return {"arch": arch, "hidden": list(args.get("hidden", DEFAULT_HIDDEN)),
+                "width": args.get("width", DEFAULT_WIDTH)}
 
 
 def build_model(spec: ModelSpec, in_shape: tuple[int, ...], n_classes: int) -> nn.Module:
