@@ -90,9 +90,13 @@ def _task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 def _checkpoint_task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     from dmm.checkpoint import read_checkpoint
+    from dmm.config import config_names
     from dmm.tasks import load_task
 
     _, meta = read_checkpoint(args.checkpoint)
+    if args.task is None and meta["task"] not in config_names("tasks"):
+        raise DmmError(f"checkpoint {args.checkpoint} is of task {meta['task']!r}, not a "
+                       "shipped one: give its task YAML with --task")
     return {"task": load_task(args.task or meta["task"], args.data)}
 
 

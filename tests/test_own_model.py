@@ -228,3 +228,20 @@ def test_cli_refuses_a_bad_class_path_with_one_line(user, tmp_path, capsys):
     assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("dmm: error: model ")
     assert "not [2, 3]" in err[0] and not (tmp_path / "out").exists()
 
+
+def test_unlearn_asks_for_the_yaml_of_a_checkpoint_of_your_own_task(user, tmp_path, capsys):
+    from dmm.checkpoint import save_checkpoint
+    from dmm.cli import main
+
+    task = load_task(user())
+    save_checkpoint(tmp_path / "m.ckpt", task, task.build_model(0).state_dict())
+    (tmp_path / "f.txt").write_text("1\n")
+    argv = ["unlearn", "--checkpoint", str(tmp_path / "m.ckpt"), "--forget",
+            str(tmp_path / "f.txt"), "--method", "gd", "--out", str(tmp_path / "out.ckpt")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and not (tmp_path / "out.ckpt").exists()
+    assert "is of task 'mine', not a shipped one: give its task YAML with --task" in err[0]
+    main(argv + ["--task", user(), "--set", "epochs=1", "--device", "cpu"])
+    assert (tmp_path / "out.ckpt").is_file() and (tmp_path / "out.json").is_file()
