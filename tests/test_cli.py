@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dmm.checkpoint import load_checkpoint, read_checkpoint
@@ -101,6 +103,15 @@ def test_bench_config_by_name_or_path(monkeypatch, tmp_path):
         main(["bench", "--quick", *argv])
     assert seen == [CONFIG_DIR / "bench" / "digits.yaml", CONFIG_DIR / "bench" / "cifar10.yaml",
                     mine]
+    # The library functions take the same names (their default: digits), from any directory.
+    import inspect
+
+    assert all(inspect.signature(f).parameters["config"].default == "digits"
+               for f in (runner.prepare, fake_bench.__wrapped__))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run_bench", lambda cfg, out, **kw: seen.append(cfg))
+    assert fake_bench.__wrapped__(quick=True) == Path("runs/bench/digits-quick")
+    assert seen[-1].models >= 4
 
 
 def test_help_for_every_command(capsys):
