@@ -90,10 +90,20 @@ def _task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 def _checkpoint_task(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     from dmm.checkpoint import read_checkpoint
+    from dmm.config import config_names
     from dmm.tasks import load_task
 
     _, meta = read_checkpoint(args.checkpoint)
+    if args.task is None and meta["task"] not in config_names("tasks"):
+        raise DmmError(f"checkpoint {args.checkpoint} is of task {meta['task']!r}, not a "
+                       "shipped one: give its task YAML with --task")
     return {"task": load_task(args.task or meta["task"], args.data)}
+
+
+def _bench_config(args: Any, given: dict[str, Any]) -> dict[str, Any]:
+    from dmm.config import config_path
+
+    return {"config": config_path("bench", args.config)}
 
 
 def _forget(args: Any, given: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +194,9 @@ TASK = Adapter((Flag("task", str, "task name (configs/tasks/<name>.yaml) or a ta
 CHECKPOINT_TASK = Adapter((Flag("task", str | None, "task (default: the checkpoint's)"),
                            Flag("data", str | None, "local data for cifar10/tensors tasks")),
                           ("task",), _checkpoint_task)
+BENCH_CONFIG = Adapter((Flag("config", str, "bench config: the name of a shipped one "
+                             "(configs/bench/<name>.yaml: digits, cifar10) or a YAML path",
+                             "digits"),), ("config",), _bench_config)
 FORGET = Adapter((Flag("forget", Path | None, "forget set index file (.txt/.csv/.npy/.json), "
                       "for oracle fleets"),), ("forget",), _forget)
 REQUEST = Adapter((Flag("forget", Path, "index file of the training examples to delete "
@@ -272,6 +285,12 @@ def _print_train(meta: dict, args: Any) -> None:
           f"({meta['train_seconds']:.1f} s)  wrote {args.out}")
 
 
+def _print_import(meta: dict, args: Any) -> None:
+    acc = meta["accuracy"]
+    print(f"imported {args.weights}: train accuracy {acc['train']:.4f}  validation accuracy "
+          f"{acc['val']:.4f}  wrote {args.out}")
+
+
 def _print_fleet(fleet: Any, args: Any) -> None:
     from dmm.fleet import shard_summary
 
@@ -348,6 +367,7 @@ def commands() -> dict[str, Command]:
     from dmm.attribution.build import attribute
     from dmm.attribution.forget_suite import write_forget_sets
     from dmm.bench.runner import bench, prepare
+    from dmm.checkpoint import import_checkpoint
     from dmm.evals.evaluate import evaluate
     from dmm.fleet import train_fleet
     from dmm.tasks import describe_tasks
@@ -358,6 +378,8 @@ def commands() -> dict[str, Command]:
         "tasks": Command(describe_tasks, "list the available tasks", report=_print_tasks),
         "train": Command(train_checkpoint, "train one model and write a checkpoint", (TASK,),
                          report=_print_train),
+        "import": Command(import_checkpoint, "import a model trained elsewhere (its state "
+                          "dict) as a checkpoint", (TASK,), report=_print_import),
         "fleet": Command(train_fleet, "train a fleet of models (originals, oracles, datamodels)",
                          (TASK, FORGET), skip=("masks", "reuse", "progress"),
                          report=_print_fleet),
@@ -370,14 +392,15 @@ def commands() -> dict[str, Command]:
         "eval": Command(evaluate, "evaluate unlearned models against oracles (KLoM, accuracy, "
                         "MIA) as a report", (ULIRA,), report=_print_eval),
         "bench": Command(bench, "benchmark every method on many forget sets",
-                         report=_print_bench),
+                         (BENCH_CONFIG,), report=_print_bench),
         "prepare": Command(prepare, "train the fleets and fit the attribution backends that "
-                           "dmm unlearn needs, as the bench does", report=_print_prepare),
+                           "dmm unlearn needs, as the bench does", (BENCH_CONFIG,),
+                           report=_print_prepare),
     }
 
 
-COMMANDS = ("tasks", "train", "fleet", "attribute", "forget-sets", "unlearn", "eval", "bench",
-            "prepare")
+COMMANDS = ("tasks", "train", "import", "fleet", "attribute", "forget-sets", "unlearn", "eval",
+            "bench", "prepare")
 
 
 def build_parser(table: dict[str, Command]) -> Parser:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dmm.checkpoint import load_checkpoint, read_checkpoint
@@ -29,6 +31,8 @@ def run(argv, capsys):
     (["fleet", "--kind", "oracle", "--models", "2", "--out", "{out}"], "forget set"),
     (["fleet", "--kind", "bogus", "--models", "2", "--out", "{out}"], "kind"),
     (["train", "--out", "{out}", "--device", "tpu"], "device"),
+    (["bench", "--config", "nope", "--out", "{out}"], "unknown bench config 'nope'"),
+    (["bench", "--config", "{tmp}/missing.yaml", "--out", "{out}"], "does not exist"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, message, tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("recipe: {epochs: [1\n")
@@ -77,6 +81,37 @@ def test_checkpoint_of_another_task_or_architecture_is_refused(tiny, digits, tmp
     (tmp_path / "junk.ckpt").write_bytes(b"\x80\x04not a safetensors file")
     with pytest.raises(DmmError, match="not a dmm checkpoint"):
         read_checkpoint(tmp_path / "junk.ckpt")
+
+
+def test_bench_config_by_name_or_path(monkeypatch, tmp_path):
+    """``--config`` names a shipped bench config (default digits) or is a YAML path."""
+    import functools
+
+    import dmm.bench.runner as runner
+    from dmm.config import CONFIG_DIR
+
+    seen = []
+
+    @functools.wraps(runner.bench)
+    def fake_bench(config, **kwargs):
+        seen.append(config)
+        return tmp_path
+
+    monkeypatch.setattr(runner, "bench", fake_bench)
+    mine = tmp_path / "mine.yaml"
+    for argv in ([], ["--config", "cifar10"], ["--config", str(mine)]):
+        main(["bench", "--quick", *argv])
+    assert seen == [CONFIG_DIR / "bench" / "digits.yaml", CONFIG_DIR / "bench" / "cifar10.yaml",
+                    mine]
+    # The library functions take the same names (their default: digits), from any directory.
+    import inspect
+
+    assert all(inspect.signature(f).parameters["config"].default == "digits"
+               for f in (runner.prepare, fake_bench.__wrapped__))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run_bench", lambda cfg, out, **kw: seen.append(cfg))
+    assert fake_bench.__wrapped__(quick=True) == Path("runs/bench/digits-quick")
+    assert seen[-1].models >= 4
 
 
 def test_help_for_every_command(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,22 @@ def test_datasets_yield_index(digits):
 
 def test_shipped_tasks_parse():
     assert {"digits", "digits_cnn", "cifar10", "tensors"} <= set(task_names())
+
+
+def test_shipped_configs_are_package_data():
+    """The shipped YAML is found through importlib.resources, by name or by path."""
+    from importlib import resources
+
+    from dmm.config import CONFIG_DIR, config_names, config_path
+
+    assert CONFIG_DIR == resources.files("dmm.configs")
+    assert config_names("bench") == ["cifar10", "digits"]
+    assert "_plain-sgd" not in config_names("methods") and "dmm" in config_names("methods")
+    assert config_path("tasks", "digits") == CONFIG_DIR / "tasks" / "digits.yaml"
+    assert config_path("bench", "some/where.yaml") == Path("some/where.yaml")
+    for bad in ("nope", "_plain-sgd", "../tasks/digits"):
+        with pytest.raises(DmmError, match="unknown method"):
+            config_path("methods", bad)
 
 
 def test_unknown_task_and_malformed_yaml(tmp_path):

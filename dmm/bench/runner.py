@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from dmm.bench import protocol as P
 from dmm.bench.config import BenchConfig, load_bench_config
+from dmm.config import config_path
 from dmm.unlearning.configs import checked_hparams, configured_method, grid_points, method_config
 
 
@@ -110,7 +111,7 @@ def run_bench(cfg: BenchConfig, out: str | Path, device: str = "auto", wandb: st
     return results
 
 
-def bench(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = None,
+def bench(config: str | Path = "digits", out: Path | None = None,
           quick: bool = False, data: str | None = None,
           wandb: Literal["offline", "online", "disabled"] = "offline",
           device: Literal["auto", "cpu", "cuda"] = "auto") -> Path:
@@ -121,13 +122,14 @@ def bench(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = N
     wandb run; returns the run directory.
 
     Args:
-        config: bench config (configs/bench/<task>.yaml).
+        config: bench config: a shipped one's name (configs/bench/<name>.yaml) or a path.
         out: run directory (default runs/bench/<config name>[-quick]).
         quick: the config's quick profile: tiny fleets, one grid point per method.
         data: local data directory for cifar10/tensors (overrides the config's).
         wandb: wandb logging: offline (default, no account), online or disabled.
         device: auto (CUDA when present), cpu or cuda.
     """
+    config = config_path("bench", config)
     cfg = load_bench_config(config, quick=quick)
     if data is not None:
         cfg.data = data
@@ -136,7 +138,7 @@ def bench(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = N
     return out
 
 
-def prepare(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = None,
+def prepare(config: str | Path = "digits", out: Path | None = None,
             quick: bool = False, data: str | None = None,
             device: Literal["auto", "cpu", "cuda"] = "auto") -> dict[str, Path]:
     """Train the fleets and fit the attribution backends of a bench config, as the bench
@@ -144,12 +146,14 @@ def prepare(config: Path = Path("configs/bench/digits.yaml"), out: Path | None =
     task's checkpoints; returns (and prints) each backend's artifact, the default first.
 
     Args:
-        config: bench config whose `attribution` section to prepare.
+        config: bench config whose `attribution` section to prepare (a shipped one's
+            name or a path).
         out: run directory (default runs/bench/<config name>[-quick], the bench's own).
         quick: the config's quick profile (tiny fleets).
         data: local data directory for cifar10/tensors (overrides the config's).
         device: auto (CUDA when present), cpu or cuda.
     """
+    config = config_path("bench", config)
     cfg = load_bench_config(config, quick=quick)
     if data is not None:
         cfg.data = data

@@ -1,35 +1,53 @@
 """Datasets of the tasks. Every dataset yields ``(x, y, index)`` so that any example can
-be addressed by its training index; all points are ``train`` first, then ``validation``."""
+be addressed by its training index; all points are ``train`` first, then ``validation``.
+
+A task's data is a shipped source (digits, cifar10, a tensors file) or your own loader
+named by import path (``data: {class_path: mypackage.data.load, init_args: {...}}``); a
+tensors file and a loader's arrays pass the same checks (:func:`validated`)."""
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from dmm.artifacts import fingerprint
+from dmm.config import import_object, one_line
 from dmm.errors import DmmError
 
 
 @dataclass
 class DataSpec:
-    """Where a task's data comes from.
+    """Where a task's data comes from: a shipped ``source`` or your own ``class_path``.
 
     Args:
-        source: ``digits`` (embedded in scikit-learn), ``cifar10`` (torchvision's on-disk
-            format in a local directory) or ``tensors`` (a .npz or .pt file of your own).
+        source: ``digits`` (default; embedded in scikit-learn), ``cifar10`` (torchvision's
+            on-disk format in a local directory) or ``tensors`` (a .npz or .pt file of
+            your own).
         val_fraction: share of digits held out for validation (stratified).
         split_seed: seed of the digits train/validation split (fixed: part of the task).
+        class_path: import path of your own loader, a function returning ``(x_train,
+            y_train, x_val, y_val)`` (arrays or tensors) or a mapping with those keys.
+        init_args: keyword arguments of ``class_path``.
     """
 
-    source: Literal["digits", "cifar10", "tensors"] = "digits"
+    source: Literal["digits", "cifar10", "tensors"] | None = None
     val_fraction: float = 0.2
     split_seed: int = 0
+    class_path: str | None = None
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.class_path is not None and self.source is not None:
+            raise DmmError("data: give either source or class_path, not both")
+        if self.class_path is None and self.init_args:
+            raise DmmError("data init_args need a class_path")
 
 
 @dataclass
@@ -89,14 +107,20 @@ class IndexedDataset(Dataset):
 
 def load_data(spec: DataSpec, path: str | Path | None = None) -> TaskData:
     """Load the data a spec describes; ``path`` is the local file or directory if it needs one."""
-    if spec.source == "digits":
+    if spec.class_path is not None:
+        if path is not None:
+            raise DmmError(f"task data from class_path {spec.class_path!r} takes no --data "
+                           "(give its arguments in init_args)")
+        return load_callable(spec.class_path, spec.init_args)
+    source = spec.source or "digits"
+    if source == "digits":
         return load_digits(spec.val_fraction, spec.split_seed)
     if path is None:
-        hint = "a directory holding cifar-10-batches-py" if spec.source == "cifar10" else (
+        hint = "a directory holding cifar-10-batches-py" if source == "cifar10" else (
             "a .npz or .pt file with x_train, y_train, x_val, y_val"
         )
-        raise DmmError(f"task data source {spec.source!r} needs --data ({hint})")
-    if spec.source == "cifar10":
+        raise DmmError(f"task data source {source!r} needs --data ({hint})")
+    if source == "cifar10":
         return load_cifar10(path)
     return load_tensors(path)
 
@@ -193,28 +217,76 @@ def load_tensors(path: str | Path) -> TaskData:
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as f:
-                arrays = {k: torch.from_numpy(np.asarray(f[k])) for k in f.files}
+                arrays = {k: np.asarray(f[k]) for k in f.files}
         elif path.suffix == ".pt":
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(loaded, dict):
-                raise DmmError(f"{path} must hold a dict of tensors")
-            arrays = {k: torch.as_tensor(v) for k, v in loaded.items()}
+            arrays = torch.load(path, map_location="cpu", weights_only=True)
         else:
             raise DmmError(f"data file {path} must be .npz or .pt")
-    except (OSError, ValueError, RuntimeError) as e:
-        raise DmmError(f"cannot read {path}: {e}") from None
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:
+        raise DmmError(f"cannot read {path}: {' '.join(str(e).split())[:200]}") from None
+    return validated(arrays, str(path))
+
+
+def load_callable(class_path: str, init_args: dict[str, Any]) -> TaskData:
+    """Users' own loader: ``class_path(**init_args)`` returns ``(x_train, y_train, x_val,
+    y_val)`` or a mapping with those keys, arrays or tensors."""
+    loader = import_object(class_path, "data class_path")
+    if not callable(loader):
+        raise DmmError(f"data class_path {class_path!r} is not a function")
+    try:
+        returned = loader(**init_args)
+    except Exception as e:  # noqa: BLE001  (whatever the user's loader raises)
+        raise DmmError(f"data {class_path}(...) failed: {one_line(e)}") from None
+    if isinstance(returned, tuple | list):
+        if len(returned) != len(TENSOR_KEYS):
+            raise DmmError(f"data {class_path} returned {len(returned)} values, not 4 "
+                           f"({', '.join(TENSOR_KEYS)})")
+        returned = dict(zip(TENSOR_KEYS, returned, strict=True))
+    return validated(returned, f"data {class_path}")
+
+
+def _tensor(value: Any, name: str, source: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    try:
+        array = np.asarray(value)
+        if array.dtype == object:
+            raise TypeError("object array")
+        return torch.from_numpy(np.ascontiguousarray(array))
+    except (TypeError, ValueError):
+        raise DmmError(f"{source}: {name} is not a numeric array "
+                       f"({type(value).__name__})") from None
+
+
+def validated(arrays: Any, source: str) -> TaskData:
+    """Users' train and validation arrays as a :class:`TaskData`, checked: every key there,
+    inputs ``[N, ...]`` of one shape and finite, labels integers 0..C-1 (C = the largest
+    label + 1), as many labels as inputs, neither split empty."""
+    if not isinstance(arrays, Mapping):
+        raise DmmError(f"{source} must hold x_train, y_train, x_val, y_val, not a "
+                       f"{type(arrays).__name__}")
     missing = [k for k in TENSOR_KEYS if k not in arrays]
     if missing:
-        raise DmmError(f"{path} lacks {', '.join(missing)}")
-    x_tr, y_tr, x_va, y_va = (arrays[k] for k in TENSOR_KEYS)
-    if len(x_tr) != len(y_tr) or len(x_va) != len(y_va):
-        raise DmmError(f"{path}: inputs and labels have different lengths")
+        raise DmmError(f"{source} lacks {', '.join(missing)}")
+    x_tr, y_tr, x_va, y_va = (_tensor(arrays[k], k, source) for k in TENSOR_KEYS)
+    for x, y, split in ((x_tr, y_tr, "train"), (x_va, y_va, "val")):
+        if x.dim() < 2 or len(x) == 0:
+            raise DmmError(f"{source}: x_{split} must be a non-empty [N, ...] array, got "
+                           f"shape {list(x.shape)}")
+        if y.dim() != 1 or len(y) != len(x):
+            raise DmmError(f"{source}: y_{split} must hold one label per input ({len(x)}), "
+                           f"got shape {list(y.shape)}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise DmmError(f"{source}: y_{split} must hold integer labels, not {y.dtype}")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise DmmError(f"{source}: x_{split} must be real numbers, not {x.dtype}")
+        if not torch.isfinite(x.float()).all():
+            raise DmmError(f"{source}: x_{split} holds NaN or infinite values")
+        if y.min() < 0:
+            raise DmmError(f"{source}: labels must be integers 0..C-1, y_{split} has "
+                           f"{int(y.min())}")
     if x_tr.shape[1:] != x_va.shape[1:]:
-        raise DmmError(f"{path}: train and validation inputs have different shapes")
-    if y_tr.is_floating_point() or y_va.is_floating_point() or len(y_tr) == 0:
-        raise DmmError(f"{path}: labels must be a non-empty integer array")
-    y_tr, y_va = y_tr.long(), y_va.long()
-    if min(y_tr.min(), y_va.min()) < 0:
-        raise DmmError(f"{path}: labels must be >= 0")
+        raise DmmError(f"{source}: train and validation inputs have different shapes "
+                       f"({list(x_tr.shape[1:])} and {list(x_va.shape[1:])})")
     n_classes = int(max(y_tr.max(), y_va.max())) + 1
-    return TaskData(x_tr.float(), y_tr, x_va.float(), y_va, n_classes)
+    return TaskData(x_tr.float(), y_tr.long(), x_va.float(), y_va.long(), n_classes)
