@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import dmm.bench.protocol as P
 import dmm.evals.ulira_harness
@@ -170,6 +171,7 @@ def test_killing_the_driver_and_rerunning_resumes_without_recomputing(ray, refer
     assert_same_store(reference, out)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the failure is training on a missing GPU")
 def test_an_error_in_a_task_fails_the_command_on_one_line_naming_the_shard(ray, tmp_path,
                                                                            capsys):
     with pytest.raises(SystemExit) as e:
@@ -200,7 +202,7 @@ def test_half_gpu_shards_run_two_at_a_time_on_one_gpu(ray, tmp_path):
 BENCH = f"""task: {TINY}
 models: 4
 shard_size: 8
-attribution: {{models: 24, calibration_sizes: [10], calibration_models: 4, backends: [ridge]}}
+attribution: {{models: 32, calibration_sizes: [10], calibration_models: 4, backends: [ridge]}}
 forget_sets: {{random_sizes: [10], pc_sizes: [10], pc_top_bottom: 0, classes: [],
               evaluate: [random_10]}}
 methods:
