@@ -56,7 +56,7 @@ def test_a_second_writer_is_refused_at_once_and_a_waiting_one_reuses_the_fleet(
 
     calls = []
     monkeypatch.setattr(fleet_mod, "train_ensemble", lambda *a, **k: calls.append(1))
-    waited = train_fleet(tiny, "datamodel", 6, out, seed=4, reuse=True, wait=True, **KW)
+    waited = train_fleet(tiny, "datamodel", 6, out, seed=4, wait=True, **KW)
     assert first.wait() == 0 and calls == []  # it waited, then took the first one's fleet
     assert len(waited) == 6 and waited.manifest["complete"]
     assert np.array_equal(np.asarray(waited.logits), np.load(out / "logits.npy"))

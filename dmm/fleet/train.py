@@ -157,8 +157,8 @@ def train_fleet(
         cpus_per_task: ray: CPUs each shard requests.
         gpus_per_task: ray: GPUs each shard requests (0.5 packs two shards on one GPU).
         max_retries: ray: times a shard whose worker died is run again.
-        wait: if another process is writing out, wait for it (and then, with reuse, take
-            its fleet) instead of refusing at once.
+        wait: if another process is writing out, wait for it (and then take its fleet if
+            it has exactly these settings) instead of refusing at once.
         progress: show a progress bar.
     """
     out = Path(out)
@@ -211,10 +211,8 @@ def train_fleet(
     if out.exists() and reuse and not overwrite:
         return _reused(out, task, manifest)
     with store_lock(lock_path(out), str(out), wait, log=print if progress else None):
-        if out.exists() and not overwrite:  # written while we waited
-            if reuse:
-                return _reused(out, task, manifest)
-            raise DmmError(f"output {out} already exists (pass --overwrite to replace it)")
+        if out.exists() and not overwrite:  # written while we waited: the fleet asked for
+            return _reused(out, task, manifest)
         store = FleetWriter(out, manifest, masks, task.data.y_all.numpy(), task.data.n_classes,
                             overwrite)
         done = store.done()
