@@ -513,7 +513,13 @@ class Runs:
         self._shadows: Fleet | None = None
 
     def __reduce__(self) -> tuple:
-        return open_runs, (self.ws.cfg, self.ws.out, self.ws.device, self.sets)
+        """By absolute paths: a worker's working directory is not the driver's."""
+        cfg = self.ws.cfg
+        task = str(Path(cfg.task).resolve()) if Path(cfg.task).suffix in (
+            ".yaml", ".yml") else cfg.task
+        data = None if cfg.data is None else str(Path(cfg.data).resolve())
+        return open_runs, (replace(cfg, task=task, data=data), self.ws.out.resolve(),
+                           self.ws.device, self.sets)
 
     def predictors(self) -> dict[str, Any]:
         if self._predictors is None:

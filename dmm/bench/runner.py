@@ -160,13 +160,7 @@ def bench(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = N
         address: ray: the cluster (overrides the config's executor.address; none starts a
             local one, auto the one `ray start` runs here, or HOST:PORT).
     """
-    cfg = load_bench_config(config, quick=quick)
-    if data is not None:
-        cfg.data = data
-    if executor is not None or address is not None:
-        kind = executor or cfg.executor.kind
-        cfg.executor = replace(cfg.executor, kind=kind, address=address if (
-            address is not None or kind == "local") else cfg.executor.address)
+    cfg = _load(config, quick, data, executor, address)
     out = out or Path("runs/bench") / (Path(config).stem + ("-quick" if quick else ""))
     run_bench(cfg, out, device=device, wandb=wandb)
     return out
@@ -174,7 +168,9 @@ def bench(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = N
 
 def prepare(config: Path = Path("configs/bench/digits.yaml"), out: Path | None = None,
             quick: bool = False, data: str | None = None,
-            device: Literal["auto", "cpu", "cuda"] = "auto") -> dict[str, Path]:
+            device: Literal["auto", "cpu", "cuda"] = "auto",
+            executor: Literal["local", "ray"] | None = None,
+            address: str | None = None) -> dict[str, Path]:
     """Train the fleets and fit the attribution backends of a bench config, as the bench
     would (cached in <out>/cache and reused by it), for `dmm unlearn --attribution` of the
     task's checkpoints; returns (and prints) each backend's artifact, the default first.
@@ -185,13 +181,27 @@ def prepare(config: Path = Path("configs/bench/digits.yaml"), out: Path | None =
         quick: the config's quick profile (tiny fleets).
         data: local data directory for cifar10/tensors (overrides the config's).
         device: auto (CUDA when present), cpu or cuda.
+        executor: where fleet shards train, local or ray (overrides the config's).
+        address: ray: the cluster (overrides the config's executor.address).
     """
-    cfg = load_bench_config(config, quick=quick)
-    if data is not None:
-        cfg.data = data
+    cfg = _load(config, quick, data, executor, address)
     out = out or Path("runs/bench") / (Path(config).stem + ("-quick" if quick else ""))
     ws = P.Workspace(cfg, Path(out), device)
     P.backends(ws, P.fit_attribution(ws))
     cache = ws.cache
     paths = {"group": cache / "attribution_group", "trak": cache / "attribution_trak"}
     return {b: paths.get(b, cache / "attribution") for b in cfg.attribution.backends}
+
+
+def _load(config: Path, quick: bool, data: str | None, executor: str | None,
+          address: str | None) -> BenchConfig:
+    """The config, with the command line's data directory and executor (an address stays
+    the config's unless given, or dropped for the local executor)."""
+    cfg = load_bench_config(config, quick=quick)
+    if data is not None:
+        cfg.data = data
+    if executor is not None or address is not None:
+        kind = executor or cfg.executor.kind
+        cfg.executor = replace(cfg.executor, kind=kind, address=address if (
+            address is not None or kind == "local") else cfg.executor.address)
+    return cfg
