@@ -190,6 +190,9 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) ->
 
 
 def _import_ray() -> Any:
+    # Ray would otherwise replace builtins.print in this process with its own on first use
+    # of its progress bars.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     try:
         import ray
     except ImportError:

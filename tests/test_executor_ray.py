@@ -5,6 +5,7 @@ two to a GPU."""
 
 from __future__ import annotations
 
+import builtins
 import csv
 import json
 import os
@@ -181,6 +182,7 @@ def test_an_error_in_a_task_fails_the_command_on_one_line_naming_the_shard(ray, 
     assert e.value.code == 2 and err, err
     assert re.match(r"dmm: error: fleet \S+/f: shard \d \(models \d-\d\) failed: \w+", err[-1])
     assert not (tmp_path / "f.partial.lock").exists() and not (tmp_path / "f").exists()
+    assert builtins.print.__module__ == "builtins"  # ray's error reports left print alone
 
 
 def test_half_gpu_shards_run_two_at_a_time_on_one_gpu(ray, tmp_path):
