@@ -4,6 +4,7 @@ The Python API in a few names (imported lazily, so ``import dmm`` is cheap)::
 
     task = dmm.load_task("digits")
     fleet = dmm.train_fleet(task, "original", 100, "runs/digits/fleets/originals")
+    # the same, each shard a task of a Ray cluster: executor="ray", address="auto"
     masks, logits = dmm.load_fleet("runs/digits/fleets/originals")
     model, meta = dmm.load_checkpoint("model.ckpt", task)
     result = dmm.unlearn(model, task, forget=[3, 14, 15], method="dmm",
@@ -37,6 +38,7 @@ _EXPORTS = {
     "configured_method": "dmm.unlearning.configs",
     "Splits": "dmm.evals.splits",
     "DmmError": "dmm.errors",
+    "ExecutorSpec": "dmm.executor",
 }
 _SUBPACKAGES = {"attribution", "unlearning", "baselines", "evals", "tasks"}
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from dmm.config import load_yaml, parse_dataclass
 from dmm.errors import DmmError
 from dmm.evals.metrics import DEFAULT_METRICS, check_metrics
+from dmm.executor import ExecutorSpec
 
 
 @dataclass
@@ -160,6 +161,9 @@ class BenchConfig:
             visible in either direction counts; ``paper``: the published protocol, the
             lowest forget-split KLoM95 in KL(oracle || unlearned).
         report: which methods the checks and histograms single out.
+        executor: where fleet shards and runs execute (:class:`dmm.executor.ExecutorSpec`:
+            ``kind`` local or ray, ``address``, ``cpus_per_task``, ``gpus_per_task``,
+            ``max_retries``); results do not depend on it.
         quick: overrides applied by ``--quick`` (same keys as this config).
     """
 
@@ -175,6 +179,7 @@ class BenchConfig:
     selection: Literal["worst-direction", "paper"] = "worst-direction"
     report: ReportSpec = field(default_factory=ReportSpec)
     ulira: UliraSpec = field(default_factory=UliraSpec)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     quick: dict[str, Any] = field(default_factory=dict)
 
 

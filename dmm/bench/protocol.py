@@ -16,7 +16,10 @@
 
 Fleets live in a :class:`~dmm.fleet.FleetCache`; every run's scores are cached as JSON
 keyed by method, hyperparameters, forget set, fleets and metrics, so a re-run reproduces
-the tables exactly without recomputing.
+the tables exactly without recomputing. Each run not cached yet is one job
+(:class:`RunJob`, :func:`run_job`) of the config's executor (:mod:`dmm.executor`); a
+:class:`Runs` is what the jobs read, opened once per process (on a Ray worker from the
+cache on the shared filesystem).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
 from dmm.evals.metrics import Case, Outputs, columns, evaluate_case
 from dmm.evals.splits import Splits
+from dmm.executor import ExecutorSpec
 from dmm.fleet import Fleet, FleetCache
 from dmm.forget_sets import read_indices
 from dmm.tasks import Task, load_task
@@ -71,7 +75,7 @@ class Workspace:
         self.task = load_task(self.cfg.task, self.cfg.data)
         self.cache = self.out / "cache"
         self.fleets = FleetCache(self.cache / "fleets", self.task, self.cfg.shard_size,
-                                 self.device, self.log, self.progress)
+                                 self.device, self.log, self.progress, self.cfg.executor)
         self.fleets.timings = self.timings
         self.labels = self.task.data.y_all.numpy()
         self.n = self.task.data.n_train
@@ -299,10 +303,11 @@ def load_forget_sets(ws: Workspace, files: dict[str, np.ndarray]) -> dict[str, n
     return {**{s: read_indices(folder / f"{s}.txt", ws.n) for s in suite}, **files}
 
 
-def originals(ws: Workspace) -> dict[str, tuple[Fleet, Ensemble]]:
+def originals(ws: Workspace, phases: Iterable[str] = PHASES
+              ) -> dict[str, tuple[Fleet, Ensemble]]:
     """The selection and report fleets of N originals, with their models loaded."""
     out = {}
-    for phase in PHASES:
+    for phase in phases:
         f = ws.fleet(f"originals_{phase}", "original", ws.cfg.models, SEEDS[phase])
         out[phase] = (f, f.ensemble(ws.task))
     return out
@@ -356,18 +361,24 @@ def label(ws: Workspace, name: str, backend: str | None) -> str:
     return name if backend in (None, ws.cfg.attribution.backends[0]) else f"{name}[{backend}]"
 
 
-def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
-              hparams: dict[str, Any], sides: Sides, predictor: Any,
-              backend: str | None = None) -> dict[str, Any]:
-    """One method at one grid point on all N originals of a phase (cached); report rows
-    carry the file of their outputs and the oracles they were scored against."""
+def run_path(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
+             hparams: dict[str, Any], sides: Sides, backend: str | None = None) -> Path:
+    """Where :func:`run_point` caches its row (keyed by everything that shapes it)."""
     key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                 "originals": sides.originals.manifest["seed"],
                 "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
                 "metrics": phase_metrics(ws, phase), "backend": backend,
                 **({"attribution": ws.backend_ids[backend]} if backend else {})})
     folder = method if backend is None else f"{method}[{backend}]"
-    path = ws.cache / "runs" / phase / set_name / folder / f"{key}.json"
+    return ws.cache / "runs" / phase / set_name / folder / f"{key}.json"
+
+
+def run_point(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, method: str,
+              hparams: dict[str, Any], sides: Sides, predictor: Any,
+              backend: str | None = None) -> dict[str, Any]:
+    """One method at one grid point on all N originals of a phase (cached); report rows
+    carry the file of their outputs and the oracles they were scored against."""
+    path = run_path(ws, phase, set_name, forget, method, hparams, sides, backend)
     outputs_file = path.with_suffix(".npz")
     if not path.is_file():
         write_json(path, _unlearn(ws, phase, set_name, forget, method, hparams, sides,
@@ -426,6 +437,17 @@ def choose(method: str, rows: list[dict[str, Any]], selection: str = "worst-dire
     return [min(ok, key=lambda r: (criterion(r, selection), r["compute_fraction"]))]
 
 
+def ulira_path(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any]) -> Path:
+    """Where :func:`ulira` caches one report row's U-LiRA."""
+    spec, backend = ws.cfg.ulira, row.get("backend")
+    size = min(len(sets[row["forget_set"]]), spec.max_forget)
+    key = _key({"method": row["method_name"], "hparams": row["params"], "size": size,
+                "spec": asdict(spec),
+                **({"backend": backend, "attribution": ws.backend_ids[backend]}
+                   if backend else {})})
+    return ws.cache / "runs" / "ulira" / f"{row['method_name']}-{key}.json"
+
+
 def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
           predictors: dict[str, Any], shadows: Fleet) -> float:
     """U-LiRA AUC of one report row's method at its chosen hyperparameters, with its
@@ -435,10 +457,7 @@ def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
     spec = ws.cfg.ulira
     name, backend = row["method_name"], row.get("backend")
     size = min(len(sets[row["forget_set"]]), spec.max_forget)
-    key = _key({"method": name, "hparams": row["params"], "size": size, "spec": asdict(spec),
-                **({"backend": backend, "attribution": ws.backend_ids[backend]}
-                   if backend else {})})
-    path = ws.cache / "runs" / "ulira" / f"{name}-{key}.json"
+    path = ulira_path(ws, sets, row)
     if not path.is_file():
         def oracles(masks: np.ndarray) -> Fleet:
             return ws.fleet(f"ulira_oracles_{size}", "subset", len(masks),
@@ -450,6 +469,108 @@ def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
                         device=ws.device, inputs=Inputs(predictor=predictor), oracles=oracles)
         write_json(path, {"auc": res["auc"], "report": res})
     return read_json(path)["auc"]
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One bench run: ``method`` (with ``backend``) at grid point ``hparams`` on forget set
+    ``set_name`` in phase ``select`` or ``report``, or (phase ``ulira``) its U-LiRA at the
+    chosen point."""
+
+    phase: str
+    set_name: str
+    method: str
+    hparams: dict[str, Any]
+    backend: str | None = None
+
+    def __str__(self) -> str:
+        name = self.method if self.backend is None else f"{self.method}[{self.backend}]"
+        return (f"bench run {self.phase} {self.set_name} {name} "
+                f"{json.dumps(self.hparams, sort_keys=True, default=str)}")
+
+    def row(self) -> dict[str, Any]:
+        """What :func:`ulira` reads of a report row."""
+        return {"method_name": self.method, "backend": self.backend, "params": self.hparams,
+                "forget_set": self.set_name}
+
+
+class Runs:
+    """What the runs of one benchmark read, each part opened on first use: the forget sets,
+    the attribution backends, the originals, each set's sides, the U-LiRA shadows.
+
+    It reaches another process (a Ray worker) as its config, run directory, device and
+    sets, and is opened there from the cache once per process (:func:`open_runs`): every
+    fleet and backend exists by then, trained or fitted by the driver (a backend that is
+    fitted, not stored, is fitted again there, identically).
+    """
+
+    def __init__(self, ws: Workspace, sets: dict[str, np.ndarray],
+                 predictors: dict[str, Any] | None = None,
+                 originals: dict[str, tuple[Fleet, Ensemble]] | None = None):
+        self.ws, self.sets, self._predictors = ws, sets, predictors
+        self._originals = dict(originals or {})
+        self._sides: dict[tuple[str, str], Sides] = {}
+        self._shadows: Fleet | None = None
+
+    def __reduce__(self) -> tuple:
+        """By absolute paths: a worker's working directory is not the driver's."""
+        cfg = self.ws.cfg
+        task = str(Path(cfg.task).resolve()) if Path(cfg.task).suffix in (
+            ".yaml", ".yml") else cfg.task
+        data = None if cfg.data is None else str(Path(cfg.data).resolve())
+        return open_runs, (replace(cfg, task=task, data=data), self.ws.out.resolve(),
+                           self.ws.device, self.sets)
+
+    def predictors(self) -> dict[str, Any]:
+        if self._predictors is None:
+            self._predictors = backends(self.ws, fit_attribution(self.ws))
+        return self._predictors
+
+    def sides(self, phase: str, set_name: str) -> Sides:
+        if (phase, set_name) not in self._sides:
+            if phase not in self._originals:
+                self._originals |= originals(self.ws, (phase,))
+            self._sides[phase, set_name] = sides(self.ws, phase, set_name,
+                                                 self.sets[set_name], self._originals)
+        return self._sides[phase, set_name]
+
+    def shadows(self) -> Fleet:
+        if self._shadows is None:
+            self._shadows = self.ws.fleet("shadows", "datamodel", self.ws.cfg.ulira.models,
+                                          SEEDS["shadows"], save_weights=True)
+        return self._shadows
+
+    def cached(self, job: RunJob) -> bool:
+        """Whether ``job``'s result is in the cache already."""
+        if job.phase == "ulira":
+            return ulira_path(self.ws, self.sets, job.row()).is_file()
+        return run_path(self.ws, job.phase, job.set_name, self.sets[job.set_name], job.method,
+                        job.hparams, self.sides(job.phase, job.set_name), job.backend).is_file()
+
+
+_OPEN: dict[str, Runs] = {}  # per process
+
+
+def open_runs(cfg: BenchConfig, out: Path, device: str, sets: dict[str, np.ndarray]) -> Runs:
+    """The :class:`Runs` of a benchmark in this process (a worker's: quiet, and training
+    in-process whatever a job trains, as U-LiRA's oracles)."""
+    key = _key({"cfg": asdict(cfg), "out": str(out), "device": device,
+                "sets": {k: v.tolist() for k, v in sets.items()}})
+    if key not in _OPEN:
+        ws = Workspace(replace(cfg, executor=ExecutorSpec()), Path(out), device,
+                       log=lambda _: None, progress=False)
+        _OPEN.clear()
+        _OPEN[key] = Runs(ws, sets)
+    return _OPEN[key]
+
+
+def run_job(runs: Runs, job: RunJob) -> dict[str, Any]:
+    """Run (or read from the cache) one bench run: its row, or ``{"auc": ...}``."""
+    if job.phase == "ulira":
+        return {"auc": ulira(runs.ws, runs.sets, job.row(), runs.predictors(), runs.shadows())}
+    predictor = runs.predictors().get(job.backend) if job.backend else None
+    return run_point(runs.ws, job.phase, job.set_name, runs.sets[job.set_name], job.method,
+                     job.hparams, runs.sides(job.phase, job.set_name), predictor, job.backend)
 
 
 def _key(obj: Any) -> str:
