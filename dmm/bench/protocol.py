@@ -145,6 +145,19 @@ def fit_attribution(ws: Workspace) -> LinearAttribution:
     return load_attribution(path, ws.task)
 
 
+def _cached(ws: Workspace, path: Path, settings: dict) -> Any:
+    """The backend cached at ``path`` if it was fitted with ``settings``, else None (logged)."""
+    from dmm.attribution import load_attribution
+
+    if not (path / "manifest.json").is_file():
+        return None
+    cached = load_attribution(path, ws.task)
+    if cached.info.get("settings") == settings:
+        return cached
+    ws.log(f"{path} was fitted with other settings: refitting")
+    return None
+
+
 def _solver_device(ws: Workspace) -> str:
     return "cuda" if accelerator(ws.device) == "gpu" else "cpu"
 
@@ -178,11 +191,8 @@ def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
     spec, g = ws.cfg.attribution, ws.cfg.attribution.group
     settings = {**asdict(g), "calibration_sizes": list(spec.calibration_sizes),
                 "calibration_models": spec.calibration_models}
-    if (path / "manifest.json").is_file():
-        cached = load_attribution(path, ws.task)
-        if cached.info.get("settings") == settings:
-            return cached
-        ws.log(f"{path} was fitted with other settings: refitting")
+    if (cached := _cached(ws, path, settings)) is not None:
+        return cached
     density = ws.fleet("density", "datamodel", g.models, SEEDS["density"],
                        alpha_range=tuple(g.alpha_range))
     dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
@@ -211,11 +221,8 @@ def fit_trak(ws: Workspace) -> LinearAttribution:
     spec = ws.cfg.attribution
     settings = {**asdict(spec.trak), "calibration_sizes": list(spec.calibration_sizes),
                 "calibration_models": spec.calibration_models}
-    if (path / "manifest.json").is_file():
-        cached = load_attribution(path, ws.task)
-        if cached.info.get("settings") == settings:
-            return cached
-        ws.log(f"{path} was fitted with other settings: refitting")
+    if (cached := _cached(ws, path, settings)) is not None:
+        return cached
     ens = ws.fleet("trak_originals", "original", spec.trak.models, SEEDS["trak"])
     dm = ws.fleet("datamodels", "datamodel", spec.models, SEEDS["datamodels"])
     t0 = time.perf_counter()
