@@ -167,26 +167,48 @@ def klom_summary(values: Any, splits: Mapping[str, Any], direction: str = DIRECT
     return {"direction": direction, "splits": out, "mean_p95": mean_p95}
 
 
+def _smoothed(x: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Resamples [b, N, points] of the N models of ``x`` [N, points]: the models of
+    ``draws`` [b, N] plus Gaussian kernel noise of Silverman's bandwidth per point,
+    rescaled so that each point's mean and variance are the sample's (a smoothed,
+    variance-preserving bootstrap: no two resampled margins coincide)."""
+    n = x.shape[0]
+    mean, sd = x.mean(0), x.std(0)
+    h = 1.06 * sd * n ** -0.2
+    shrink = 1.0 / np.sqrt(1.0 + (h / np.where(sd > 0, sd, 1.0)) ** 2)
+    noise = rng.standard_normal((len(draws), *x.shape))
+    return mean + shrink * (x[draws] - mean + h * noise)
+
+
 def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[str, Any],
                   resamples: int = 200, seed: int = 0, chunk: int = 10
                   ) -> dict[str, dict[str, np.ndarray]]:
     """Bootstrap samples of each split's KLoM95 (and of the mean of the three), in both
     directions: every resample draws N oracle and N unlearned models with replacement,
-    independently per side and the same draw for every point, and recomputes the per-point
-    KLoM (its bins included) and the split's 95th percentile.
+    independently per side and the same draw for every point, smooths them
+    (:func:`_smoothed`) and recomputes the per-point KLoM (its bins included) and the
+    split's 95th percentile.
+
+    Why smoothed: the binned KL of N samples a side is biased upwards by sampling noise,
+    and a plain resample's duplicated models make its histograms lumpier still, so plain
+    resamples sit above the estimate (two fleets of one distribution, N = 100: KLoM95
+    0.67, plain resamples 1.35 on average, their 2.5-97.5% range never containing it).
+    Smoothed resamples have the estimate's spread; :func:`klom_interval` removes their
+    remaining bias.
 
     Returns {direction: {split: [resamples], "mean": [resamples]}}.
     """
     oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
     n, points = oracle.shape
-    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, 2, n))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, 2, n))
     idx = {k: as_index(v, k, points) for k, v in splits.items()}
     out = {d: {k: [] for k in idx} for d in DIRECTIONS}
     for start in range(0, resamples, chunk):
         d = draws[start:start + chunk]
         b = len(d)
-        o = oracle[d[:, 0]].transpose(1, 0, 2).reshape(n, b * points)  # [N, b * points]
-        u = unlearned[d[:, 1]].transpose(1, 0, 2).reshape(n, b * points)
+        o = _smoothed(oracle, d[:, 0], rng).transpose(1, 0, 2).reshape(n, b * points)
+        u = _smoothed(unlearned, d[:, 1], rng).transpose(1, 0, 2).reshape(n, b * points)
         lo, width = _joint_range(o, u)
         p = _histograms(o, lo, width) / n
         q = _histograms(u, lo, width) / n
@@ -199,3 +221,29 @@ def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[s
         if all(k in parts for k in MAIN_SPLITS):
             parts["mean"] = np.mean([parts[k] for k in MAIN_SPLITS], axis=0)
     return result
+
+
+def klom_interval(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[str, Any],
+                  resamples: int = 200, seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """95% bootstrap interval [lo, hi] of each split's KLoM95 (and of the mean of the
+    three), in both directions: the 2.5th-97.5th percentiles of :func:`bootstrap_p95`,
+    shifted by the resamples' bias (their mean minus the estimate), lo clipped at 0.
+
+    Measured coverage of the true expected KLoM95 (200 points, N = 100, 40 trials):
+    0.95 for two fleets of one distribution, 0.97 for a 1.3x wider one, 1.00 for shifts
+    of 0.15-0.3 seed spreads, 0.75 at a saturated KLoM95 near 9.
+    """
+    oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
+    boot = bootstrap_p95(oracle, unlearned, splits, resamples, seed)
+    out: dict[str, dict[str, list[float]]] = {}
+    for direction in DIRECTIONS:
+        summary = klom_summary(klom(oracle, unlearned, direction), splits, direction)
+        estimate = {k: v["p95"] for k, v in summary["splits"].items()}
+        if "mean" in boot[direction]:
+            estimate["mean"] = summary["mean_p95"]
+        out[direction] = {}
+        for k, samples in boot[direction].items():
+            bias = float(samples.mean()) - estimate[k]
+            lo, hi = np.percentile(samples, [2.5, 97.5]) - bias
+            out[direction][k] = [max(float(lo), 0.0), max(float(hi), 0.0)]
+    return out

@@ -138,17 +138,46 @@ def test_bootstrap_interval_on_cases_with_known_answers():
     boot = bootstrap_p95(a, b, SPLITS, resamples=200, seed=2)
     for d in ("oracle||unlearned", "unlearned||oracle"):
         np.testing.assert_allclose(boot[d]["retain"], np.percentile(klom(a, b, d)[10:40], 95))
-    # The metric: the 2.5th-97.5th percentiles of B = 200 resamples, in both directions.
+    # The metric: the 2.5th-97.5th percentiles of B = 200 resamples shifted by their bias
+    # (mean of the resamples minus the estimate), in both directions.
     oracle, unlearned, _ = fleets(rng)
     blocks = report(oracle, unlearned, metrics=("klom_interval",))["metrics"]
     ci = blocks["klom_interval"]
     assert ci["resamples"] == 200 and ci["seed"] == 0
     direct = bootstrap_p95(oracle, unlearned, SPLITS, 200, 0)["unlearned||oracle"]["forget"]
-    assert ci["unlearned||oracle"]["forget"] == pytest.approx(
-        np.percentile(direct, [2.5, 97.5]).tolist())
+    estimate = np.percentile(klom(oracle, unlearned, "unlearned||oracle")[:10], 95)
+    expected = np.percentile(direct, [2.5, 97.5]) - (direct.mean() - estimate)
+    assert ci["unlearned||oracle"]["forget"] == pytest.approx(np.maximum(expected, 0).tolist())
     vals = columns(blocks)
     assert vals["klom95_forget_lo"] < vals["klom95_forget_hi"]
     assert len(vals) == 16
+
+
+def test_bootstrap_interval_covers_the_estimate_of_two_equal_fleets():
+    """Plain resamples duplicate models and inflate a binned KL: their interval for two
+    fleets of one distribution lay wholly above the estimate. The corrected one holds it,
+    and its width is that of the estimate's spread across independent pairs of fleets."""
+    from dmm.evals.klom import klom_interval
+
+    rng = np.random.default_rng(3)
+    mu, sd = rng.normal(0, 3, 200), rng.uniform(0.2, 0.6, 200)
+    def pair():
+        return [mu + sd * rng.standard_normal((100, 200)) for _ in range(2)]
+    splits = {"forget": np.arange(50), "retain": np.arange(50, 150),
+              "validation": np.arange(150, 200)}
+    estimates = []
+    for _ in range(8):
+        o, u = pair()
+        estimates.append(np.percentile(klom(o, u)[50:150], 95))
+    o, u = pair()
+    ci = klom_interval(o, u, splits, resamples=200, seed=0)
+    lo, hi = ci["oracle||unlearned"]["retain"]
+    assert lo <= np.percentile(klom(o, u)[50:150], 95) <= hi
+    assert lo <= np.mean(estimates) <= hi
+    assert 0.5 < (hi - lo) / (4 * np.std(estimates)) < 3
+    for d in ci.values():
+        assert set(d) == {"forget", "retain", "validation", "mean"}
+        assert all(0 <= a <= b for a, b in d.values())
 
 
 def test_write_json_is_strict_and_atomic(tmp_path):

@@ -39,7 +39,7 @@ from dmm.attribution.linear import LinearAttribution
 from dmm.bench.config import BenchConfig
 from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
-from dmm.evals.metrics import Case, Outputs, columns, evaluate_case
+from dmm.evals.metrics import REVISION, Case, Outputs, columns, evaluate_case
 from dmm.evals.splits import Splits
 from dmm.executor import ExecutorSpec
 from dmm.fleet import Fleet, FleetCache
@@ -374,7 +374,8 @@ def run_path(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, metho
     key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                 "originals": sides.originals.manifest["seed"],
                 "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
-                "metrics": phase_metrics(ws, phase), "backend": backend,
+                "metrics": phase_metrics(ws, phase), "metrics_revision": REVISION,
+                "backend": backend,
                 **({"attribution": ws.backend_ids[backend]} if backend else {})})
     folder = method if backend is None else f"{method}[{backend}]"
     return ws.cache / "runs" / phase / set_name / folder / f"{key}.json"
