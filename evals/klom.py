@@ -21,7 +21,9 @@ Everything is vectorised over points: the cost is a few passes over [N, points].
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -167,17 +169,27 @@ def klom_summary(values: Any, splits: Mapping[str, Any], direction: str = DIRECT
     return {"direction": direction, "splits": out, "mean_p95": mean_p95}
 
 
-def _smoothed(x: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Resamples [b, N, points] of the N models of ``x`` [N, points]: the models of
-    ``draws`` [b, N] plus Gaussian kernel noise of Silverman's bandwidth per point,
-    rescaled so that each point's mean and variance are the sample's (a smoothed,
-    variance-preserving bootstrap: no two resampled margins coincide)."""
-    n = x.shape[0]
-    mean, sd = x.mean(0), x.std(0)
-    h = 1.06 * sd * n ** -0.2
-    shrink = 1.0 / np.sqrt(1.0 + (h / np.where(sd > 0, sd, 1.0)) ** 2)
-    noise = rng.standard_normal((len(draws), *x.shape))
-    return mean + shrink * (x[draws] - mean + h * noise)
+class _Smoother:
+    """Resamples of the N models of ``x`` [N, points]: drawn models plus Gaussian kernel
+    noise of Silverman's bandwidth per point, rescaled so that each point's mean and
+    variance are the sample's (a smoothed, variance-preserving bootstrap: no two
+    resampled margins coincide). float32 throughout."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x.astype(np.float32)
+        self.mean, sd = self.x.mean(0), self.x.std(0)
+        self.h = (1.06 * x.shape[0] ** -0.2) * sd
+        self.shrink = 1.0 / np.sqrt(1.0 + (self.h / np.where(sd > 0, sd, 1.0)) ** 2)
+
+    def __call__(self, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """[b, N, points] for ``draws`` [b, N] model indices."""
+        out = rng.standard_normal((len(draws), *self.x.shape), dtype=np.float32)
+        out *= self.h
+        out += self.x[draws]
+        out -= self.mean
+        out *= self.shrink
+        out += self.mean
+        return out
 
 
 def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[str, Any],
@@ -186,7 +198,7 @@ def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[s
     """Bootstrap samples of each split's KLoM95 (and of the mean of the three), in both
     directions: every resample draws N oracle and N unlearned models with replacement,
     independently per side and the same draw for every point, smooths them
-    (:func:`_smoothed`) and recomputes the per-point KLoM (its bins included) and the
+    (:class:`_Smoother`) and recomputes the per-point KLoM (its bins included) and the
     split's 95th percentile.
 
     Why smoothed: the binned KL of N samples a side is biased upwards by sampling noise,
@@ -200,22 +212,30 @@ def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[s
     """
     oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
     n, points = oracle.shape
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(resamples, 2, n))
     idx = {k: as_index(v, k, points) for k, v in splits.items()}
-    out = {d: {k: [] for k in idx} for d in DIRECTIONS}
-    for start in range(0, resamples, chunk):
-        d = draws[start:start + chunk]
-        b = len(d)
-        o = _smoothed(oracle, d[:, 0], rng).transpose(1, 0, 2).reshape(n, b * points)
-        u = _smoothed(unlearned, d[:, 1], rng).transpose(1, 0, 2).reshape(n, b * points)
+    smooth_o, smooth_u = _Smoother(oracle), _Smoother(unlearned)
+
+    def run(part: tuple[int, np.random.SeedSequence]) -> dict[str, dict[str, list[float]]]:
+        b, seq = part  # its own stream: the result does not depend on the threads
+        rng = np.random.default_rng(seq)
+        d = rng.integers(0, n, size=(b, 2, n))
+        o = smooth_o(d[:, 0], rng).transpose(1, 0, 2).reshape(n, b * points)
+        u = smooth_u(d[:, 1], rng).transpose(1, 0, 2).reshape(n, b * points)
         lo, width = _joint_range(o, u)
         p = _histograms(o, lo, width) / n
         q = _histograms(u, lo, width) / n
+        found: dict[str, dict[str, list[float]]] = {}
         for direction, (ref, other) in zip(DIRECTIONS, ((p, q), (q, p)), strict=True):
             values = _kl(ref, other).reshape(b, points)
-            for k, v in idx.items():
-                out[direction][k] += np.percentile(values[:, v], 95, axis=1).tolist()
+            found[direction] = {k: np.percentile(values[:, v], 95, axis=1).tolist()
+                                for k, v in idx.items()}
+        return found
+
+    sizes = [min(chunk, resamples - s) for s in range(0, resamples, chunk)]
+    parts = list(zip(sizes, np.random.SeedSequence(seed).spawn(len(sizes)), strict=True))
+    with ThreadPoolExecutor(max_workers=min(len(parts), os.cpu_count() or 1, 4)) as pool:
+        found = list(pool.map(run, parts))
+    out = {d: {k: [v for f in found for v in f[d][k]] for k in idx} for d in DIRECTIONS}
     result = {d: {k: np.asarray(v) for k, v in parts.items()} for d, parts in out.items()}
     for parts in result.values():
         if all(k in parts for k in MAIN_SPLITS):
