@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -72,3 +73,34 @@ def test_stacked_state_round_trip_and_select():
     sub = ens.select([2, 0], build)
     torch.testing.assert_close(sub.predict(x), ens.predict(x)[[2, 0]])
     assert set(ens.model_state(1)) == set(models[1].state_dict())
+
+
+def _cnns(k: int) -> list[nn.Module]:
+    torch.manual_seed(0)
+    return [nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 3, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3)) for _ in range(k)]
+
+
+@pytest.mark.parametrize("build", [_mlps, _cnns])
+def test_plain_path_matches_each_model_with_gradients(build):
+    """The batched-matmul / grouped-convolution path of plain nets (no vmap) gives each
+    model's own logits and parameter gradients, for per-model and shared inputs."""
+    models = build(3)
+    ens = Ensemble(copy.deepcopy(models))
+    assert ens._plain is not None
+    shape = (5, 4) if build is _mlps else (5, 2, 8, 6)
+    x, shared = torch.randn(3, *shape), torch.randn(*shape)
+    torch.testing.assert_close(ens(x), torch.stack([m(x[k]) for k, m in enumerate(models)]))
+    torch.testing.assert_close(ens.forward_shared(shared),
+                               torch.stack([m(shared) for m in models]))
+    ens(x).square().sum().backward()
+    for k, m in enumerate(models):
+        m(x[k]).square().sum().backward()
+        for name, p in m.named_parameters():
+            torch.testing.assert_close(ens.stacked.get_parameter(name).grad[k], p.grad)
+
+
+def test_other_nets_keep_vmap():
+    assert Ensemble([nn.Sequential(nn.Linear(4, 3), nn.Tanh())])._plain is None
+    assert Ensemble([nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten())])._plain is None

@@ -7,8 +7,9 @@
 The constructor is called with ``init_args`` and, for each of these two that it declares
 as a parameter, the task's ``in_shape`` (one input's shape without the batch dimension,
 a tuple of ints) and ``n_classes``. For a batch ``[B, *in_shape]`` it must return logits
-``[B, n_classes]``. Models without buffers train as one vectorised fleet
-(``torch.func.vmap``); models with buffers (BatchNorm) train through a loop.
+``[B, n_classes]``. Models without buffers train as one vectorised fleet (batched matrix
+products and grouped convolutions for plain feed-forward ``Sequential`` nets, else
+``torch.func.vmap``); models with buffers (BatchNorm) train through a loop.
 
 The shipped architectures are classes of this kind: :class:`MLP` (``hidden``),
 :class:`CNN` (``width``) and :class:`ResNet9`. The shipped tasks name them in the short
