@@ -66,11 +66,21 @@ def _read(name: str, path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dic
     return defaults, grid or {}
 
 
+def _path(name: str, path: str | Path | None) -> Path:
+    method_class(name)
+    return Path(path) if path is not None else METHOD_DIR / f"{name}.yaml"
+
+
+def method_defaults(name: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The checked defaults of a method from ``configs/methods/<name>.yaml`` (or ``path``)."""
+    path = _path(name, path)
+    return checked_hparams(name, _read(name, path)[0], f"{path} defaults")
+
+
 def method_config(name: str, path: str | Path | None = None
                   ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """``(defaults, grid)`` of a method from ``configs/methods/<name>.yaml`` (or ``path``)."""
-    method_class(name)
-    path = Path(path) if path is not None else METHOD_DIR / f"{name}.yaml"
+    path = _path(name, path)
     defaults, grid = _read(name, path)
     defaults = checked_hparams(name, defaults, f"{path} defaults")
     parsed: dict[str, list[Any]] = {}
@@ -91,5 +101,5 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def configured_method(name: str, **overrides: Any) -> Method:
     """The method with its config's defaults, updated by ``overrides`` (checked)."""
-    defaults, _ = method_config(name)
+    defaults = method_defaults(name)
     return method_class(name)(**{**defaults, **checked_hparams(name, overrides)})
