@@ -266,3 +266,19 @@ def test_a_recalibrated_backend_gets_new_run_cache_keys():
     recalibrated = ridge(0.5)
     recalibrated.info["settings"] = {"neighbourhood_sizes": [20]}
     assert identity(recalibrated) != identity(ridge(0.5))
+
+
+def test_om_matches_its_originals_retrained_twins_and_is_scored_by_others(quick_run):
+    """Each phase's oracles are keyed like the other phase's originals: the fleet OM
+    matches in a phase retrains that phase's originals (same keys, so the same
+    initialisation and data order), and the fleet that scores it shares none of them."""
+    from dmm.fleet import load_fleet
+
+    fleets = quick_run / "cache" / "fleets"
+    for phase, other in (("select", "report"), ("report", "select")):
+        originals = set(load_fleet(fleets / f"originals_{phase}").keys)
+        for name in ("random_10", "pc1_top_10"):
+            matched = load_fleet(fleets / f"oracles_{name}_{other}")
+            scoring = load_fleet(fleets / f"oracles_{name}_{phase}")
+            assert list(matched.keys) == list(load_fleet(fleets / f"originals_{phase}").keys)
+            assert not originals & set(scoring.keys)

@@ -11,7 +11,7 @@
 4. The chosen point is re-run on the *report* originals and scored against the *report*
    oracles; :func:`floor_row` scores the noise floor, KLoM(report oracles || selection
    oracles) at the same N. Oracle Matching matches the oracle fleet it is not scored
-   against.
+   against, whose models retrain its originals' own keys (:func:`sides`).
 5. :func:`ulira`: U-LiRA per forget set and method (chosen point) on a shadow fleet.
 
 Fleets live in a :class:`~dmm.fleet.FleetCache`; every run's scores are cached as JSON
@@ -323,11 +323,18 @@ def originals(ws: Workspace, phases: Iterable[str] = PHASES
 def sides(ws: Workspace, phase: str, name: str, forget: np.ndarray,
           originals: dict[str, tuple[Fleet, Ensemble]]) -> Sides:
     """Phase ``phase`` of forget set ``name``: its originals, the N oracles that score it
-    and the other phase's N oracles (what Oracle Matching matches)."""
+    and the other phase's N oracles (what Oracle Matching matches).
+
+    Each phase's oracles are keyed like the *other* phase's originals: oracle j retrains
+    original j of that phase (its initialisation and data order) without the forget set.
+    So the oracles that score a phase are independent of its originals, and the ones
+    Oracle Matching matches there are its originals' own retrained twins, which
+    fine-tuning can reach (matching an unrelated oracle left OM's retain margins 1.3-1.5x
+    the floor in KL(unlearned || oracle) on development sets; its twin reaches the floor)."""
     other = "report" if phase == "select" else "select"
-    oracles = ws.fleet(f"oracles_{name}_{phase}", "oracle", ws.cfg.models, SEEDS[phase] + 10,
+    oracles = ws.fleet(f"oracles_{name}_{phase}", "oracle", ws.cfg.models, SEEDS[other],
                        forget=forget)
-    matching = ws.fleet(f"oracles_{name}_{other}", "oracle", ws.cfg.models, SEEDS[other] + 10,
+    matching = ws.fleet(f"oracles_{name}_{other}", "oracle", ws.cfg.models, SEEDS[phase],
                         forget=forget)
     fleet, ens = originals[phase]
     return Sides(fleet, ens, oracles, Outputs.from_logits(oracles.logits, ws.labels), matching)
