@@ -204,7 +204,9 @@ REQUEST = Adapter((Flag("forget", Path, "index file of the training examples to 
 METHOD_INPUTS = Adapter(
     (Flag("attribution", Path | None, "attribution artifact (dmm attribute), for dmm and "
           "dm-direct"),
-     Flag("oracles", Path | None, "oracle fleet for this forget set, for om"),
+     Flag("oracles", Path | None, "oracle fleet for this forget set, for om (train it "
+                                  "with the originals' seed: each original then matches "
+                                  "its own retrained twin)"),
      Flag("set", list[str], "hyperparameter overrides, e.g. --set lr=1e-3 epochs=4 "
           "(defaults: configs/methods/<method>.yaml)", [], "+")),
     ("predictor", "oracle", "hparams"), _method_inputs)

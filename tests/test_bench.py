@@ -167,7 +167,7 @@ def test_dmm_eval_reports_the_bench_metrics_for_the_same_models(quick_run, tmp_p
     runs = quick_run / "cache" / "runs" / "report" / "random_10"
     (outputs,) = (runs / "dmm[group]").glob("*.npz")
     fleets = quick_run / "cache" / "fleets"
-    main(["eval", "--oracles", str(fleets / "oracles_random_10_report"), "--unlearned",
+    main(["eval", "--oracles", str(fleets / "oracles_random_10_of_select"), "--unlearned",
           str(outputs), "--out", str(tmp_path / "eval"), "--metrics", "[klom, klom_interval, "
           "spread, accuracy, competition_score, loss_attack]"])
     import json
@@ -278,7 +278,7 @@ def test_om_matches_its_originals_retrained_twins_and_is_scored_by_others(quick_
     for phase, other in (("select", "report"), ("report", "select")):
         originals = set(load_fleet(fleets / f"originals_{phase}").keys)
         for name in ("random_10", "pc1_top_10"):
-            matched = load_fleet(fleets / f"oracles_{name}_{other}")
-            scoring = load_fleet(fleets / f"oracles_{name}_{phase}")
+            matched = load_fleet(fleets / f"oracles_{name}_of_{phase}")
+            scoring = load_fleet(fleets / f"oracles_{name}_of_{other}")
             assert list(matched.keys) == list(load_fleet(fleets / f"originals_{phase}").keys)
             assert not originals & set(scoring.keys)

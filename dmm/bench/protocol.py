@@ -325,16 +325,17 @@ def sides(ws: Workspace, phase: str, name: str, forget: np.ndarray,
     """Phase ``phase`` of forget set ``name``: its originals, the N oracles that score it
     and the other phase's N oracles (what Oracle Matching matches).
 
-    Each phase's oracles are keyed like the *other* phase's originals: oracle j retrains
-    original j of that phase (its initialisation and data order) without the forget set.
+    Each phase's oracles are keyed like the *other* phase's originals: oracle j of
+    ``oracles_<set>_of_<phase>`` retrains original j of that phase (its initialisation and
+    data order) without the forget set.
     So the oracles that score a phase are independent of its originals, and the ones
     Oracle Matching matches there are its originals' own retrained twins, which
     fine-tuning can reach (matching an unrelated oracle left OM's retain margins 1.3-1.5x
     the floor in KL(unlearned || oracle) on development sets; its twin reaches the floor)."""
     other = "report" if phase == "select" else "select"
-    oracles = ws.fleet(f"oracles_{name}_{phase}", "oracle", ws.cfg.models, SEEDS[other],
+    oracles = ws.fleet(f"oracles_{name}_of_{other}", "oracle", ws.cfg.models, SEEDS[other],
                        forget=forget)
-    matching = ws.fleet(f"oracles_{name}_{other}", "oracle", ws.cfg.models, SEEDS[phase],
+    matching = ws.fleet(f"oracles_{name}_of_{phase}", "oracle", ws.cfg.models, SEEDS[phase],
                         forget=forget)
     fleet, ens = originals[phase]
     return Sides(fleet, ens, oracles, Outputs.from_logits(oracles.logits, ws.labels), matching)
