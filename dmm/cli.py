@@ -183,8 +183,9 @@ def _ulira(args: Any, given: dict[str, Any]) -> dict[str, Any]:
     return {"ulira": ulira_job(
         task, configured_method(args.method, **_hparams(args)), shadows, args.ulira_targets,
         args.ulira_forget, inputs=inputs,
-        oracles=lambda masks: cache.get(f"oracles_{args.ulira_forget}", "subset", len(masks),
-                                        seed=6, masks=masks))}
+        oracles=lambda masks: cache.get(  # shadow j's twin: its key, on its half minus F_j
+            f"oracles_{args.ulira_forget}_of_shadows", "subset", len(masks),
+            seed=shadows.manifest["seed"], masks=masks))}
 
 
 TASK = Adapter((Flag("task", str, "task name (configs/tasks/<name>.yaml) or a task YAML path",

@@ -59,14 +59,19 @@ LAYERS = {nn.Linear: "linear", nn.ReLU: "relu", nn.Flatten: "flatten", nn.Conv2d
           nn.MaxPool2d: "maxpool"}
 
 
-def plain_layers(model: nn.Module) -> list[tuple[str, str]] | None:
+def plain_layers(model: nn.Module) -> tuple[list[tuple[str, str]], bool] | None:
     """The layers of a plain feed-forward net as ``(kind, child name)``: a ``Sequential``
-    (or a subclass that keeps its ``forward``) of
-    ``Conv2d`` (zero padding, no groups), ``ReLU`` and ``MaxPool2d`` on images, then
-    ``Flatten`` and ``Linear``/``ReLU``; ``None`` for any other model."""
+    (or a subclass that keeps its ``forward``, with no hooks) of ``Conv2d`` (zero padding,
+    no groups), ``ReLU`` and ``MaxPool2d`` on images, then ``Flatten`` and
+    ``Linear``/``ReLU``; and whether its input must already be flat (a Linear before any
+    Flatten: only [B, F] inputs take the plain path). ``None`` for any other model."""
     if not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward:
         return None
-    layers, spatial = [], None  # spatial: whether the data is still [C, H, W] per model
+    if any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+           or m._backward_pre_hooks for m in model.modules()):
+        return None
+    layers: list[tuple[str, str]] = []
+    spatial, flat, flat_input = None, False, False  # spatial: still [C, H, W] per model
     for name, child in model.named_children():
         kind = LAYERS.get(type(child))
         if kind == "conv" and (child.groups != 1 or child.padding_mode != "zeros"
@@ -79,12 +84,18 @@ def plain_layers(model: nn.Module) -> list[tuple[str, str]] | None:
         if kind in ("conv", "maxpool"):
             spatial = True if spatial is None else spatial
             kind = kind if spatial else None
-        elif kind in ("linear", "flatten"):
+        elif kind == "flatten":
+            spatial, flat = False, True
+        elif kind == "linear":
+            if spatial:  # images reach a Linear without a Flatten: not a plain net
+                kind = None
+            elif not flat:
+                flat_input = True
             spatial = False
         if kind is None:
             return None
         layers.append((kind, name))
-    return layers
+    return layers, flat_input
 
 
 class Ensemble(nn.Module):
@@ -96,7 +107,7 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one model")
         self.vectorised = all(next(m.buffers(), None) is None for m in models)
         self.k = len(models)
-        self._plain = None
+        self._plain, self._flat_input = None, False
         if self.vectorised:
             params, _ = stack_module_state(list(models))
             self.stacked = copy.deepcopy(models[0])
@@ -104,7 +115,9 @@ class Ensemble(nn.Module):
                 _set_tensor(self.stacked, name, nn.Parameter(value.detach().clone()))
             # A parameter-free skeleton to call functionally (kept out of the module tree).
             self._skeleton = [copy.deepcopy(models[0]).to("meta")]
-            self._plain = plain_layers(models[0])
+            plain = plain_layers(models[0])
+            if plain is not None:
+                self._plain, self._flat_input = plain
         else:
             self.models = nn.ModuleList(models)
 
@@ -120,7 +133,7 @@ class Ensemble(nn.Module):
         """Logits of the k models whose stacked parameters are ``params`` ([k, ...] each,
         e.g. a slice of :meth:`stacked_params`): x [k, B, ...], or [B, ...] for all of them
         when ``shared`` -> [k, B, C]. A vectorised ensemble only."""
-        if self._plain is not None:
+        if self._plain is not None and (not self._flat_input or x.dim() == 3 - shared):
             return self._plain_forward(params, x, shared)
         if shared:
             return vmap(self._functional, in_dims=(0, None))(params, x)

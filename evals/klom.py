@@ -82,7 +82,8 @@ def _bin_index(x: np.ndarray, lo: np.ndarray, width: np.ndarray) -> np.ndarray:
     # Where rounding could put a sample on the wrong side of an edge, decide it against
     # the edges themselves (as np.histogram does): only samples next to an edge.
     t -= idx
-    near = np.flatnonzero((t < 1e-9) | (t > 1 - 1e-9))
+    tol = max(1e-9, 4 * N_BINS * float(np.finfo(t.dtype).eps))  # 1e-9 for float64
+    near = np.flatnonzero((t < tol) | (t > 1 - tol))
     if near.size:
         flat, xs = idx.reshape(-1), x.reshape(-1)[near]
         col = near % x.shape[-1]  # lo and width are per point: the last axis
@@ -177,9 +178,13 @@ class _Smoother:
 
     def __init__(self, x: np.ndarray):
         self.x = x.astype(np.float32)
-        self.mean, sd = self.x.mean(0), self.x.std(0)
-        self.h = (1.06 * x.shape[0] ** -0.2) * sd
-        self.shrink = 1.0 / np.sqrt(1.0 + (self.h / np.where(sd > 0, sd, 1.0)) ** 2)
+        mean, sd = x.mean(0, dtype=np.float64), x.std(0, dtype=np.float64)
+        sd = np.where(x.max(0) > x.min(0), sd, 0.0)  # a constant point stays constant
+        h = (1.06 * x.shape[0] ** -0.2) * sd
+        self.mean = np.where(sd > 0, mean, x[0]).astype(np.float32)
+        self.h = h.astype(np.float32)
+        self.shrink = (1.0 / np.sqrt(1.0 + (h / np.where(sd > 0, sd, 1.0)) ** 2)).astype(
+            np.float32)
 
     def __call__(self, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """[b, N, points] for ``draws`` [b, N] model indices."""
@@ -208,8 +213,13 @@ def bootstrap_p95(oracle_margins: Any, unlearned_margins: Any, splits: Mapping[s
     Smoothed resamples have the estimate's spread; :func:`klom_interval` removes their
     remaining bias.
 
+    Resamples are drawn in chunks of ``chunk``, each from its own stream of ``seed``
+    (so the result depends on ``seed`` and ``chunk``, not on the threads that run them).
+
     Returns {direction: {split: [resamples], "mean": [resamples]}}.
     """
+    if resamples < 1 or chunk < 1:
+        raise ValueError(f"resamples and chunk must be at least 1, got {resamples}, {chunk}")
     oracle, unlearned = _check_pair(oracle_margins, unlearned_margins)
     n, points = oracle.shape
     idx = {k: as_index(v, k, points) for k, v in splits.items()}

@@ -293,7 +293,7 @@ class ULiRA(Metric):
 
 # Raised whenever a metric's definition changes, so that caches of scored runs (the
 # bench's) are not read back with old values. 2: bias-corrected, smoothed bootstrap.
-REVISION = 2
+REVISION = 3
 
 DEFAULT_METRICS = ("klom", "klom_interval", "spread", "accuracy", "competition_score",
                    "loss_attack", "ulira")

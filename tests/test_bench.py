@@ -271,7 +271,7 @@ def test_a_recalibrated_backend_gets_new_run_cache_keys():
 def test_om_matches_its_originals_retrained_twins_and_is_scored_by_others(quick_run):
     """Each phase's oracles are keyed like the other phase's originals: the fleet OM
     matches in a phase retrains that phase's originals (same keys, so the same
-    initialisation and data order), and the fleet that scores it shares none of them."""
+    initialisation), and the fleet that scores it shares none of them."""
     from dmm.fleet import load_fleet
 
     fleets = quick_run / "cache" / "fleets"

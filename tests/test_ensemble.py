@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dmm.ensemble import Ensemble
+from dmm.ensemble import Ensemble, plain_layers
 
 
 def _mlps(k: int) -> list[nn.Module]:
@@ -104,3 +104,24 @@ def test_plain_path_matches_each_model_with_gradients(build):
 def test_other_nets_keep_vmap():
     assert Ensemble([nn.Sequential(nn.Linear(4, 3), nn.Tanh())])._plain is None
     assert Ensemble([nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten())])._plain is None
+
+
+def test_nets_the_plain_path_cannot_compute_keep_vmap():
+    """A Linear on unflattened inputs (it acts on the last axis), a Linear straight after a
+    convolution, and a model with a hook are computed as each model computes them."""
+    torch.manual_seed(0)
+    before_flatten = [nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Flatten(), nn.Linear(20, 3))
+                      for _ in range(2)]
+    ens = Ensemble(copy.deepcopy(before_flatten))
+    x = torch.randn(7, 5, 6)
+    torch.testing.assert_close(ens.forward_shared(x), torch.stack([m(x) for m in before_flatten]))
+    flat = torch.randn(7, 6)
+    mlp = [nn.Sequential(nn.Linear(6, 3)) for _ in range(2)]
+    torch.testing.assert_close(Ensemble(copy.deepcopy(mlp)).forward_shared(flat),
+                               torch.stack([m(flat) for m in mlp]))
+    assert plain_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(4, 2))) is None
+    hooked = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    hooked[1].register_forward_hook(lambda _m, _i, out: out * 0)
+    assert plain_layers(hooked) is None
+    torch.testing.assert_close(Ensemble([hooked]).forward_shared(torch.randn(3, 4)),
+                               torch.zeros(1, 3, 2))

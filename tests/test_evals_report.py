@@ -178,6 +178,10 @@ def test_bootstrap_interval_covers_the_estimate_of_two_equal_fleets():
     for d in ci.values():
         assert set(d) == {"forget", "retain", "validation", "mean"}
         assert all(0 <= a <= b for a, b in d.values())
+    # Identical constant margins on both sides: KLoM 0, and every resample too.
+    const = np.tile(mu, (100, 1))
+    for d in klom_interval(const, const.copy(), splits, resamples=20).values():
+        assert all(v == [0.0, 0.0] for v in d.values())
 
 
 def test_write_json_is_strict_and_atomic(tmp_path):

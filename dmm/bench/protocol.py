@@ -51,7 +51,7 @@ from dmm.unlearning.configs import configured_method
 from dmm.unlearning.registry import method_class
 
 SEEDS = {"datamodels": 1, "select": 2, "report": 3, "calibration": 4, "shadows": 5,
-         "ulira_oracles": 6, "density": 7, "trak": 8}
+         "density": 7, "trak": 8}
 PHASES = ("select", "report")
 FLOOR = "noise-floor"  # the label of the noise floor's rows (a second oracle fleet)
 
@@ -326,8 +326,9 @@ def sides(ws: Workspace, phase: str, name: str, forget: np.ndarray,
     and the other phase's N oracles (what Oracle Matching matches).
 
     Each phase's oracles are keyed like the *other* phase's originals: oracle j of
-    ``oracles_<set>_of_<phase>`` retrains original j of that phase (its initialisation and
-    data order) without the forget set.
+    ``oracles_<set>_of_<phase>`` retrains original j of that phase from its model key (the
+    same initialisation; the data order of a smaller training set differs) without the
+    forget set.
     So the oracles that score a phase are independent of its originals, and the ones
     Oracle Matching matches there are its originals' own retrained twins, which
     fine-tuning can reach (matching an unrelated oracle left OM's retain margins 1.3-1.5x
@@ -381,7 +382,8 @@ def run_path(ws: Workspace, phase: str, set_name: str, forget: np.ndarray, metho
     """Where :func:`run_point` caches its row (keyed by everything that shapes it)."""
     key = _key({"method": method, "hparams": hparams, "forget": forget.tolist(),
                 "originals": sides.originals.manifest["seed"],
-                "oracles": sides.oracles.manifest["seed"], "models": ws.cfg.models,
+                "oracles": sides.oracles.manifest["seed"],
+                "matching": sides.other_oracles.manifest["seed"], "models": ws.cfg.models,
                 "metrics": phase_metrics(ws, phase), "metrics_revision": REVISION,
                 "backend": backend,
                 **({"attribution": ws.backend_ids[backend]} if backend else {})})
@@ -458,7 +460,7 @@ def ulira_path(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any]) 
     spec, backend = ws.cfg.ulira, row.get("backend")
     size = min(len(sets[row["forget_set"]]), spec.max_forget)
     key = _key({"method": row["method_name"], "hparams": row["params"], "size": size,
-                "spec": asdict(spec),
+                "spec": asdict(spec), "oracles": "twins of the shadows",
                 **({"backend": backend, "attribution": ws.backend_ids[backend]}
                    if backend else {})})
     return ws.cache / "runs" / "ulira" / f"{row['method_name']}-{key}.json"
@@ -475,9 +477,9 @@ def ulira(ws: Workspace, sets: dict[str, np.ndarray], row: dict[str, Any],
     size = min(len(sets[row["forget_set"]]), spec.max_forget)
     path = ulira_path(ws, sets, row)
     if not path.is_file():
-        def oracles(masks: np.ndarray) -> Fleet:
-            return ws.fleet(f"ulira_oracles_{size}", "subset", len(masks),
-                            SEEDS["ulira_oracles"], masks=masks)
+        def oracles(masks: np.ndarray) -> Fleet:  # shadow j's twin: its key, its mask - F_j
+            return ws.fleet(f"ulira_oracles_{size}_of_shadows", "subset", len(masks),
+                            SEEDS["shadows"], masks=masks)
 
         method = configured_method(name, **row["params"])
         predictor = predictors.get(backend) if backend else None

@@ -136,7 +136,7 @@ class OracleMatching(DMM):
     """Oracle Matching: DMM with real oracles' logits as targets, R' re-sampled each epoch.
     An upper bound for DMM that needs retrained models. Original k is matched to the k-th
     oracle trained on its retain set; an oracle fleet trained with the originals' seed
-    makes that its own retrained twin (same initialisation and data order), which
+    makes that its own retrained twin (same model key: the same initialisation), which
     fine-tuning reaches: an unrelated oracle's seed noise is not (measured on digits
     development sets, README "Results")."""
 
