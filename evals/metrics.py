@@ -292,7 +292,8 @@ class ULiRA(Metric):
 
 
 # Raised whenever a metric's definition changes, so that caches of scored runs (the
-# bench's) are not read back with old values. 2: bias-corrected, smoothed bootstrap.
+# bench's) are not read back with old values. 2: bias-corrected, smoothed bootstrap;
+# 3: its statistics in float64.
 REVISION = 3
 
 DEFAULT_METRICS = ("klom", "klom_interval", "spread", "accuracy", "competition_score",
