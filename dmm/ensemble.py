@@ -124,15 +124,10 @@ class Ensemble(nn.Module):
     def __len__(self) -> int:
         return self.k
 
-    def stacked_params(self) -> dict[str, torch.Tensor]:
-        """The stacked parameters [K, ...] by name (a vectorised ensemble only)."""
-        return dict(self.stacked.named_parameters())
-
-    def functional(self, params: dict[str, torch.Tensor], x: torch.Tensor,
-                   shared: bool = False) -> torch.Tensor:
-        """Logits of the k models whose stacked parameters are ``params`` ([k, ...] each,
-        e.g. a slice of :meth:`stacked_params`): x [k, B, ...], or [B, ...] for all of them
-        when ``shared`` -> [k, B, C]. A vectorised ensemble only."""
+    def _vectorised(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Logits [K, B, C] of a vectorised ensemble: per-model x [K, B, ...], or one
+        [B, ...] for all models when ``shared``."""
+        params = dict(self.stacked.named_parameters())
         if self._plain is not None and (not self._flat_input or x.dim() == 3 - shared):
             return self._plain_forward(params, x, shared)
         if shared:
@@ -197,13 +192,13 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-model inputs: x [K, B, ...] -> logits [K, B, C]."""
         if self.vectorised:
-            return self.functional(self.stacked_params(), x)
+            return self._vectorised(x, shared=False)
         return torch.stack([m(xk) for m, xk in zip(self.models, x, strict=True)])
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         """The same inputs for all models: x [B, ...] -> logits [K, B, C]."""
         if self.vectorised:
-            return self.functional(self.stacked_params(), x, shared=True)
+            return self._vectorised(x, shared=True)
         return torch.stack([m(x) for m in self.models])
 
     @torch.no_grad()

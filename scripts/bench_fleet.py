@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmm.ensemble import Ensemble
 from dmm.recipe import lr_factor, make_optimizer, model_key
 from dmm.tasks import Task, load_task
-from dmm.training import BatchStream, TrainModule, make_trainer, train_ensemble
+from dmm.training import BatchStream, train_ensemble
 
 
 @dataclass(frozen=True)
@@ -130,17 +129,6 @@ def plain_loop(task: Task, key: int) -> torch.nn.Module:
     return model
 
 
-def lightning_one(task: Task, key: int, device: str) -> Ensemble:
-    """One model trained by Lightning's trainer with the project's module, step by step."""
-    r, n = task.recipe, task.data.n_train
-    ens = Ensemble([task.build_model(key)])
-    stream = BatchStream(np.ones((1, n), dtype=np.int64), [key], r.epochs, r.batch_size,
-                         augment=r.augment == "crop_flip", steps_per_epoch=r.steps_per_epoch(n))
-    module = TrainModule(ens, task.data.x_train, task.data.y_train, r, stream.steps_per_epoch)
-    make_trainer(device, max_epochs=r.epochs).fit(module, stream.loader())
-    return ens.cpu()
-
-
 def val_accuracy(logits: torch.Tensor, task: Task) -> np.ndarray:
     return (logits.argmax(-1) == task.data.y_val).float().mean(-1).numpy()
 
@@ -174,7 +162,7 @@ def main() -> None:
 
     seq = keys[: args.sequential]
     t0 = time.perf_counter()
-    light = [lightning_one(task, k, dev) for k in seq]
+    light = [train_ensemble(task, [k], device=dev) for k in seq]
     light_s = (time.perf_counter() - t0) / len(seq)
     light_logits = torch.cat([m.predict(task.data.x_val) for m in light])
     light_acc = val_accuracy(light_logits, task)
