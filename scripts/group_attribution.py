@@ -15,8 +15,10 @@ DM-Direct and of DMM (one fixed grid point) per split in both directions, beside
 
 Variants: ridge (linear datamodels, the bench's); ridge + leave-group-out amplification
 (c = 2); ridge + substitute-share scales (s0, k fitted on the calibration sets); density
-path everywhere; group without spread; group (the default backend). Nothing is fitted on
-the evaluated sets: their numbers here are reports.
+path everywhere; the group backend without its ridge terms (the path at the forget points,
+plain ridge elsewhere: the previous default), without the blend, without the
+amplification, without spread; group (the default backend). Nothing is fitted on the
+evaluated sets: their numbers here are reports.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def main() -> None:
         "ridge+amplified(c=2)": Amplified(ridge, margin_matrix(ridge, labels), 2.0),
         "ridge+substitutes": fit_substitute_scaled(ws, ridge, group),
         "density everywhere": DensityOnly(group),
+        "group, path + ridge": dataclasses.replace(group, amplify=0.0, blend=0.0),
+        "group, no blend": dataclasses.replace(group, blend=0.0),
+        "group, no amplify": dataclasses.replace(group, amplify=0.0),
         "group, no spread": dataclasses.replace(group, spread=(0.0, 0.0)),
         "group (default)": group,
     }

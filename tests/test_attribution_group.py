@@ -11,6 +11,7 @@ from dmm.attribution.group import (
     GroupAttribution,
     _margins,
     calibrate,
+    calibrate_ridge_terms,
     density_datamodels,
     spread_rho,
     substitutes,
@@ -99,6 +100,64 @@ def test_spread_of_the_targets_is_the_predicted_ratio_by_hand():
     # by hand: m_h = m_z + shift + (1.5 - 1) (m_z - 0.3)
     want = m_z + torch.as_tensor(g.margin_shift(f), dtype=torch.float32) + 0.5 * (m_z - 0.3)
     torch.testing.assert_close(m_h, want, atol=1e-4, rtol=1e-4)
+
+
+def test_amplified_ridge_weights_each_removed_example_by_its_extra_drop_by_hand():
+    """Off the forget set: f(x) - s_ridge * sum_i (1 + c e_i) beta_i(x), with e_i how much
+    further i's margin falls when F is removed than when it alone is (0 at the least)."""
+    g = group(amplify=0.5)
+    f = np.array([1, 2, 4])
+    single = [-0.8 * (g.beta[i, i] + (1 - 0.6) * g.gamma[i, i]) for i in f]
+    extra = np.maximum(0.0, np.array(single) - g.margin_shift(f))
+    assert (extra > 0).any()
+    np.testing.assert_allclose(g.single_shift(f), single, rtol=1e-6)
+    np.testing.assert_allclose(g.extra_drop(f), extra, rtol=1e-6)
+    np.testing.assert_allclose(g.removal_weights(f), 1 + 0.5 * extra, rtol=1e-6)
+    rng = np.random.default_rng(9)
+    z = torch.from_numpy(rng.normal(size=(3, P, C)).astype(np.float32))
+    beta = g.ridge.rows(f).numpy()  # [|F|, P, C]
+    want = z.numpy() - 0.6 * np.einsum("i,ipc->pc", 1 + 0.5 * extra, beta)[None]
+    others = np.setdiff1d(np.arange(P), f)
+    torch.testing.assert_close(g.predict(z, f)[:, others],
+                               torch.from_numpy(want[:, others]).float(), atol=1e-5, rtol=1e-5)
+    g.amplify = 0.0  # off: plain ridge DM-Direct there
+    torch.testing.assert_close(g.predict(z, f)[:, others], g.ridge.predict(z, f)[:, others])
+
+
+def test_blend_mixes_the_means_of_ridge_and_path_and_keeps_the_paths_spread_in_full():
+    g = group(amplify=0.5, blend=0.25, rho=np.full(N, 2.0, np.float32),
+              spread=(np.log(1.5) / np.log(2.0), 0.0), margin_mean=np.full(N, 0.3, np.float32))
+    f = np.array([1, 2])
+    rng = np.random.default_rng(10)
+    z = torch.from_numpy(rng.normal(size=(4, P, C)).astype(np.float32))
+    y = torch.as_tensor(g.train_labels[f])
+    h = g.predict(z, f)
+    w = g.removal_weights(f)
+    ridge = z - 0.6 * torch.einsum("i,ipc->pc", torch.as_tensor(w, dtype=torch.float32),
+                                   g.ridge.rows(f))[None]
+    m = _margins(z[:, f], y)
+    path = m + torch.as_tensor(g.margin_shift(f), dtype=torch.float32)
+    want = 0.75 * path + 0.25 * _margins(ridge[:, f], y) + 0.5 * (m - 0.3)
+    torch.testing.assert_close(_margins(h[:, f], y), want, atol=1e-5, rtol=1e-5)
+
+
+def test_ridge_terms_calibration_recovers_planted_amplification_and_blend():
+    g = group()
+    rng = np.random.default_rng(11)
+    z0 = rng.normal(size=(30, P, C)).astype(np.float32)
+    labels = np.concatenate([g.train_labels, [0, 1]])
+    y = torch.as_tensor(labels)
+    truth = dict(amplify=0.4, blend=0.6)
+    calibration = []
+    for f in (np.array([0, 1, 2]), np.array([1, 2, 4]), np.array([3, 5]), np.array([0, 4])):
+        g.amplify, g.blend = truth["amplify"], truth["blend"]
+        oracle = _margins(g.predict(torch.from_numpy(z0), f), y).numpy()
+        calibration.append((f, oracle))
+    g.amplify = g.blend = 0.0
+    how = calibrate_ridge_terms(g, z0, labels, calibration)
+    assert g.amplify == pytest.approx(0.4, abs=0.01) and g.blend == pytest.approx(0.6, abs=0.01)
+    assert how["c"] == g.amplify and len(how["sets"]) == 4
+    assert max(e["off_forget_rms"] for e in how["sets"]) < 1e-3
 
 
 def test_density_datamodels_recover_a_planted_density_dependent_model():

@@ -10,7 +10,9 @@ Every backend is a :class:`Predictor`: ``predict(original_logits, forget, points
 * :class:`GroupAttribution` (:func:`fit_group_from_fleets`): the group-aware backend, the
   default of DMM and DM-Direct: density datamodels on a fleet of varying keep rates predict
   the margins of the removed examples along the removal path, with their spread; linear
-  datamodels predict every other point (:mod:`dmm.attribution.group`).
+  datamodels, each removed example weighted by how far its own margin falls with its
+  group, predict every other point and are blended into the forget points' means
+  (:mod:`dmm.attribution.group`).
 
 Artifacts: :func:`save_attribution` / :func:`load_attribution` (alias :func:`load`).
 Names are imported lazily, so that ``dmm`` CLI start-up does not load torch or traker.

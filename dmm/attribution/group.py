@@ -26,6 +26,17 @@ The model (:class:`GroupAttribution`):
 * **Where it applies.** The group model predicts the margins of the forget points
   themselves; every other point, and the other logits, come from the ridge datamodels
   (``ridge``), whose small cross-effects are less noisy than the density model's.
+* **Amplification off the forget set.** A removed example acts on other points through
+  its own error, which grows when its group is removed with it. Each removed example's
+  ridge effect is weighted ``w_i = 1 + c * e_i``, where ``e_i = max(0, d_i - d_i^F)`` is
+  how much further its own margin falls when all of F is removed (``margin_shift``) than
+  when it alone is (``single_shift``): w = 1 for a random forget set, above 1 for the
+  members of a coherent group. Every point but the forget points gets
+  ``f(x) - s_ridge * sum_{i in F} w_i beta_i(x)``.
+* **Forget points: two predictions blended.** The margin of a forget point is
+  ``(1 - lambda) * path + lambda * amplified ridge`` (the means; the spread below applies
+  in full): the path and the datamodels err in different places (on development sets
+  their average beat either).
 * **Spread.** A retrained model's margin at a removed point varies more across seeds
   than the original's (nothing pins it any more). Per forget point the predicted ratio
   of standard deviations is ``r_x = exp(a log rho_x + b phi_x)``, where rho_x is the ratio
@@ -33,10 +44,13 @@ The model (:class:`GroupAttribution`):
   model's margin deviation from the originals' mean margin (``margin_mean``) is scaled by
   r_x, so that a fleet of predictions is as spread out as a fleet of oracles.
 
-``s``, ``kappa``, ``a`` and ``b`` are fitted on calibration forget sets that are never
-evaluated (random sets and input-space neighbourhoods of seeded random points, with real
-oracles): :func:`calibrate`, a robust (Cauchy) fit in which every set weighs the same,
-so that one set the path cannot describe cannot set it for all the others.
+``s``, ``kappa``, ``a``, ``b``, ``c`` and ``lambda`` are fitted on calibration forget sets that are
+never evaluated (random sets and input-space neighbourhoods of seeded random points, with
+real oracles): :func:`calibrate`, a robust (Cauchy) fit in which every set weighs the same,
+so that one set the path cannot describe cannot set it for all the others, and
+:func:`calibrate_ridge_terms`, the c that minimises the sum over sets of the log RMS
+error of the mean margin shifts off the forget points, then lambda the same way on the
+forget points (scale-free: every set's relative error counts the same).
 Memory: beta and gamma are [n_train, n_train] each, the substitutes [n_train,
 neighbours]; a prediction reads the |F| columns of the removed examples.
 """
@@ -55,6 +69,7 @@ from dmm.attribution.ridge import lambda_grid, ridge_fit, ridge_path
 from dmm.errors import DmmError
 from dmm.fleet import Fleet
 
+MODEL_REVISION = 3  # 2: amplified ridge off the forget set, blended on it; 3: full spread
 ARRAYS = ("beta", "gamma", "neighbours", "weights", "train_labels", "rho", "margin_mean",
           "margin_std")
 
@@ -74,6 +89,10 @@ class GroupAttribution(Predictor):
         alpha_min: the lowest density the density fleet saw (alpha* is clipped to it).
         rho: [n_train] residual-spread ratio without / with each example.
         spread: (a, b) of the spread ratio exp(a log rho + b phi); (0, 0) turns it off.
+        amplify: c of the removed examples' weights 1 + c e_i off the forget set; 0 turns
+            it off (plain ridge DM-Direct there).
+        blend: share of the (amplified) ridge datamodels in the forget points' margins; the
+            rest is the group path's :meth:`predicted_margins` (0: the path alone).
         margin_mean, margin_std: [points] mean and std of original models' margins (the
             spread's centre; the seed spread of quality estimates).
         info: what produced it, for manifests.
@@ -91,6 +110,8 @@ class GroupAttribution(Predictor):
     alpha_min: float = 0.0
     rho: np.ndarray | None = None
     spread: tuple[float, float] = (0.0, 0.0)
+    amplify: float = 0.0
+    blend: float = 0.0
     margin_mean: np.ndarray | None = None
     margin_std: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +149,27 @@ class GroupAttribution(Predictor):
         cols += (astar - self.abar)[None, :] * np.asarray(self.gamma[np.ix_(forget, forget)])
         return -self.s * cols.sum(1)
 
+    def single_shift(self, forget: np.ndarray) -> np.ndarray:
+        """Predicted change of each forget example's margin were it removed alone (its
+        substitutes all present, alpha* = 1): [|F|]."""
+        f = np.asarray(forget)
+        return -self.s * (np.asarray(self.beta[f, f], dtype=np.float64)
+                          + (1.0 - self.abar) * np.asarray(self.gamma[f, f], dtype=np.float64))
+
+    def extra_drop(self, forget: np.ndarray) -> np.ndarray:
+        """e_i = max(0, single_shift - margin_shift): how much further each forget
+        example's margin falls when all of F is removed than when it alone is: [|F|]."""
+        f = np.asarray(forget)
+        return np.maximum(0.0, self.single_shift(f) - self.margin_shift(f))
+
+    def removal_weights(self, forget: np.ndarray) -> np.ndarray:
+        """Weights 1 + c e_i of the removed examples' ridge effects off the forget set
+        (:meth:`extra_drop`): [|F|]."""
+        f = np.asarray(forget)
+        if self.amplify == 0.0 or len(f) == 0:
+            return np.ones(len(f))
+        return 1.0 + self.amplify * self.extra_drop(f)
+
     def spread_ratio(self, forget: np.ndarray) -> np.ndarray:
         """Predicted std(retrained) / std(original) of the margin at each forget point."""
         a, b = self.spread
@@ -144,27 +186,38 @@ class GroupAttribution(Predictor):
         sd[forget] *= self.spread_ratio(forget)
         return sd
 
+    def spread_term(self, original_margins: np.ndarray, forget: np.ndarray) -> np.ndarray:
+        """(spread_ratio - 1) * (m - margin_mean) at the forget points for originals with
+        margins m [K, |F|]: what widens a fleet of predictions to the retrained spread."""
+        m = np.asarray(original_margins, dtype=np.float64)
+        if self.margin_mean is None or self.spread == (0.0, 0.0):
+            return np.zeros_like(m)
+        centre = np.asarray(self.margin_mean, dtype=np.float64)[forget]
+        return (self.spread_ratio(forget) - 1) * (m - centre)
+
     def predicted_margins(self, original_margins: np.ndarray, forget: np.ndarray
                           ) -> np.ndarray:
-        """The retrained margins at the forget points for originals with margins
-        [K, |F|] there: shifted by :meth:`margin_shift`, deviations from ``margin_mean``
-        scaled by :meth:`spread_ratio`."""
+        """The path's retrained margins at the forget points for originals with margins
+        [K, |F|] there: shifted by :meth:`margin_shift`, plus :meth:`spread_term`."""
         m = np.asarray(original_margins, dtype=np.float64)
-        target = m + self.margin_shift(forget)
-        if self.margin_mean is not None and self.spread != (0.0, 0.0):
-            centre = np.asarray(self.margin_mean, dtype=np.float64)[forget]
-            target += (self.spread_ratio(forget) - 1) * (m - centre)
-        return target
+        return m + self.margin_shift(forget) + self.spread_term(m, forget)
 
     def predict(self, original_logits: ArrayLike, forget: Any,
                 points: ArrayLike | None = None) -> torch.Tensor:
-        """Ridge DM-Direct logits everywhere, the margins of the forget points set to
-        :meth:`predicted_margins` through their true-class logit."""
+        """Ridge DM-Direct logits with the removed examples weighted by :meth:`removal_weights`
+        everywhere; at the forget points the true-class logit sets the margin to
+        (1 - ``blend``) :meth:`predicted_margins` + ``blend`` (ridge margin +
+        :meth:`spread_term`): the means are blended, the spread is the path's in full."""
         z, masks, idx, single = self._prepare(original_logits, forget, points)
-        h = self.ridge.predict(z, masks, idx)
-        pos = {int(p): k for k, p in enumerate(idx.tolist()) if p < self.n_train}
         rows = masks.numpy()
-        for key in np.unique(rows, axis=0):
+        keys = np.unique(rows, axis=0)
+        w = np.zeros(rows.shape, dtype=np.float32)
+        for key in keys:
+            f = np.flatnonzero(key)
+            w[np.ix_((rows == key).all(1), f)] = self.removal_weights(f)
+        h = z - self.ridge.scale * self.ridge.apply(torch.from_numpy(w), idx)
+        pos = {int(p): k for k, p in enumerate(idx.tolist()) if p < self.n_train}
+        for key in keys:
             models = np.flatnonzero((rows == key).all(1))
             f = np.flatnonzero(key)
             at = [pos[int(i)] for i in f if int(i) in pos]
@@ -177,9 +230,11 @@ class GroupAttribution(Predictor):
             zk, hk = z[m][:, cols], h[m][:, cols]
             full = np.zeros((len(models), len(f)))
             full[:, sel] = _margins(zk, y).numpy()
-            target = torch.as_tensor(self.predicted_margins(full, f)[:, sel],
-                                     dtype=torch.float32)
-            hk[:, torch.arange(len(at)), y] += target - _margins(hk, y)
+            path = torch.as_tensor(self.predicted_margins(full, f)[:, sel], dtype=torch.float32)
+            ridge = _margins(hk, y)
+            widen = torch.as_tensor(self.spread_term(full, f)[:, sel], dtype=torch.float32)
+            target = (1 - self.blend) * path + self.blend * (ridge + widen)
+            hk[:, torch.arange(len(at)), y] += target - ridge
             h[m[:, None], cols[None, :]] = hk
         return h[0] if single else h
 
@@ -298,6 +353,78 @@ def calibrate(attr: GroupAttribution, original_margins: np.ndarray,
                      for (f, _), r in zip(calibration, rms, strict=True)]}
 
 
+def calibrate_ridge_terms(attr: GroupAttribution, original_logits: np.ndarray,
+                          labels: np.ndarray, calibration: list[tuple[np.ndarray, np.ndarray]],
+                          bounds: tuple[float, float] = (0.0, 3.0)) -> dict[str, Any]:
+    """Fit the terms that use the ridge datamodels, after :func:`calibrate`, on
+    calibration sets (forget indices, oracle margins [K', points]) against originals'
+    logits [K, points, C]. Each is the minimum of a sum over sets of log RMS(predicted -
+    actual mean margin shift), so every set's relative error counts the same and a set
+    that a term does not move adds a constant:
+
+    * ``attr.amplify`` (c in ``bounds``), over the points outside each forget set;
+    * then ``attr.blend`` (lambda in [0, 1]), over the forget points.
+
+    Returns a description.
+    """
+    z0 = torch.from_numpy(np.array(original_logits, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    m0 = _margins(z0, y).double()
+    n, scale = attr.n_train, attr.ridge.scale
+    sets = []
+    for forget, oracle_margins in calibration:
+        f = np.asarray(forget)
+        keep = np.setdiff1d(np.arange(attr.n_points), f)
+        ones, extra = np.zeros((1, n), np.float32), np.zeros((1, n), np.float32)
+        ones[0, f] = 1.0
+        extra[0, f] = attr.extra_drop(f)
+        a = attr.ridge.apply(torch.from_numpy(ones))[0]
+        b = attr.ridge.apply(torch.from_numpy(extra))[0]
+        actual = np.asarray(oracle_margins, dtype=np.float64).mean(0) - m0.mean(0).numpy()
+        sets.append((keep, a, b, actual))
+
+    def rms(c: float) -> np.ndarray:
+        out = []
+        for keep, a, b, actual in sets:
+            shift = (_margins(z0 - scale * (a + c * b), y).double() - m0).mean(0).numpy()
+            out.append(np.sqrt(np.mean((shift - actual)[keep] ** 2)))
+        return np.array(out)
+
+    attr.amplify = _log_rms_minimum(rms, bounds)
+    before, after = rms(0.0), rms(attr.amplify)
+
+    paths = []
+    for (f, _), (_, a, b, actual) in zip(calibration, sets, strict=True):
+        ridge = (_margins(z0[:, f] - scale * (a + attr.amplify * b)[f], y[f]).double()
+                 - m0[:, f]).mean(0).numpy()
+        paths.append((attr.margin_shift(f), ridge, actual[f]))
+
+    def forget_rms(lam: float) -> np.ndarray:
+        return np.array([np.sqrt(np.mean(((1 - lam) * path + lam * ridge - actual) ** 2))
+                         for path, ridge, actual in paths])
+
+    attr.blend = _log_rms_minimum(forget_rms, (0.0, 1.0))
+    path, blended = forget_rms(0.0), forget_rms(attr.blend)
+    return {"method": "amplification c, then the blend lambda: each the minimum of the sum "
+                      "over calibration sets of the log RMS error of the mean margin shifts, "
+                      "off the forget set (c) and on it (lambda)",
+            "c": attr.amplify, "blend": attr.blend, "bounds": list(bounds),
+            "sets": [{"size": int(len(f)), "off_forget_rms_ridge": float(r0),
+                      "off_forget_rms": float(r1), "forget_rms_path": float(p0),
+                      "forget_rms": float(p1)}
+                     for (f, _), r0, r1, p0, p1 in zip(calibration, before, after, path,
+                                                       blended, strict=True)]}
+
+
+def _log_rms_minimum(rms: Any, bounds: tuple[float, float]) -> float:
+    """The argument in ``bounds`` that minimises sum(log rms(x)) (bounded Brent)."""
+    from scipy.optimize import minimize_scalar
+
+    fit = minimize_scalar(lambda x: float(np.log(np.maximum(rms(x), 1e-12)).sum()),
+                          bounds=bounds, method="bounded", options={"xatol": 1e-3})
+    return float(fit.x)
+
+
 def fit_group_attribution(ridge: LinearAttribution, density_masks: np.ndarray,
                           density_margins: np.ndarray, ridge_masks: np.ndarray,
                           ridge_residuals: np.ndarray, labels: np.ndarray,
@@ -332,8 +459,10 @@ def fit_group_attribution(ridge: LinearAttribution, density_masks: np.ndarray,
                             rho=spread_rho(ridge_masks, ridge_residuals),
                             margin_mean=m0.mean(0).astype(np.float32),
                             margin_std=m0.std(0).astype(np.float32))
-    how = calibrate(attr, m0, [(np.asarray(f), margins_of(np.asarray(o, dtype=np.float32),
-                                                           labels)) for f, o in calibration])
+    sets = [(np.asarray(f), margins_of(np.asarray(o, dtype=np.float32), labels))
+            for f, o in calibration]
+    how = calibrate(attr, m0, sets)
+    how["ridge_terms"] = calibrate_ridge_terms(attr, z0, labels, sets)
     attr.info = ({"backend": "group", "solver": "density ridge + ridge",
                       "density_datamodels": dinfo,
                       "substitutes": {"neighbours": int(idx.shape[1]), "power": power,

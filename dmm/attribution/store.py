@@ -12,7 +12,8 @@
 A group-aware backend (:class:`~dmm.attribution.group.GroupAttribution`, ``backend:
 group``) keeps its ridge datamodels as such an artifact in ``ridge/`` and its own arrays
 (beta, gamma, neighbours, weights, train_labels, rho, original_mean) as ``<name>.npy``;
-its manifest also holds abar, s, kappa, alpha_min and the spread's (a, b).
+its manifest also holds abar, s, kappa, alpha_min, the spread's (a, b), amplify (c) and
+blend (lambda).
 
 Written atomically (built in a temporary directory, renamed when complete); loading
 refuses an artifact made for another task or training set.
@@ -69,7 +70,8 @@ def _save_group(attr: GroupAttribution, path: Path, task: Task, overwrite: bool)
     manifest = {"format": ATTRIBUTION_FORMAT, **task.identity(), "n_points": attr.n_points,
                 "abar": attr.abar, "s": attr.s, "kappa": attr.kappa,
                 "alpha_min": attr.alpha_min, "spread": list(attr.spread),
-                "scale": attr.ridge.scale, **attr.info,
+                "amplify": attr.amplify, "blend": attr.blend, "scale": attr.ridge.scale,
+                **attr.info,
                 "backend": "group", "versions": versions()}
     with atomic_dir(path, overwrite=overwrite) as tmp:
         save_attribution(attr.ridge, tmp / "ridge", task)
@@ -103,12 +105,15 @@ def load_attribution(path: str | Path, task: Task) -> LinearAttribution | GroupA
         arrays = {name: np.load(path / f"{name}.npy") for name in ARRAYS
                   if (path / f"{name}.npy").is_file()}
         skip = {"format", "task", "fingerprint", "n_train", "n_val", "n_classes", "model",
-                "n_points", "abar", "s", "kappa", "alpha_min", "spread", "scale",
+                "n_points", "abar", "s", "kappa", "alpha_min", "spread", "amplify", "blend",
+                "scale",
                 "versions"}
         return GroupAttribution(load_attribution(path / "ridge", task), abar=manifest["abar"],
                                 s=manifest["s"], kappa=manifest["kappa"],
                                 alpha_min=manifest.get("alpha_min", 0.0),
                                 spread=tuple(manifest["spread"]),
+                                amplify=manifest.get("amplify", 0.0),
+                                blend=manifest.get("blend", 0.0),
                                 info={k: v for k, v in manifest.items() if k not in skip},
                                 **arrays)
     basis = np.load(path / "basis.npy") if manifest.get("factorised") else None

@@ -185,12 +185,12 @@ def neighbourhood_fleets(ws: Workspace) -> list[Fleet]:
 def fit_group(ws: Workspace, linear: LinearAttribution) -> Any:
     """The group-aware backend: density datamodels, substitutes, calibration (cached)."""
     from dmm.attribution import load_attribution, save_attribution
-    from dmm.attribution.group import fit_group_from_fleets
+    from dmm.attribution.group import MODEL_REVISION, fit_group_from_fleets
 
     path = ws.cache / "attribution_group"
     spec, g = ws.cfg.attribution, ws.cfg.attribution.group
     settings = {**asdict(g), "calibration_sizes": list(spec.calibration_sizes),
-                "calibration_models": spec.calibration_models}
+                "calibration_models": spec.calibration_models, "model": MODEL_REVISION}
     if (cached := _cached(ws, path, settings)) is not None:
         return cached
     density = ws.fleet("density", "datamodel", g.models, SEEDS["density"],
@@ -272,7 +272,7 @@ def identity(attr: Any) -> str:
     """What distinguishes one fitted backend from another on the same (immutable) fleets:
     its calibrated parameters and settings; part of every run's cache key."""
     fitted = {k: getattr(attr, k) for k in ("scale", "s", "kappa", "alpha_min", "spread",
-                                            "abar") if hasattr(attr, k)}
+                                            "abar", "amplify", "blend") if hasattr(attr, k)}
     return _key({**fitted, "settings": attr.info.get("settings")})
 
 

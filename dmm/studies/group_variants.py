@@ -11,6 +11,10 @@ measures them beside the chosen :class:`dmm.attribution.group.GroupAttribution`)
   s0 (1 + k phi_i), phi_i the share of its substitutes inside F (as the group backend's).
 * :class:`DensityOnly`: the group backend's density path at every training point (not
   only the forget points), ridge at validation points.
+
+The group backend's own parts are switched off with ``dataclasses.replace`` (``amplify=0``,
+``blend=0``, ``spread=(0, 0)``); with the first two off it is the previous default (the
+path at the forget points, plain ridge DM-Direct elsewhere).
 """
 
 from __future__ import annotations
