@@ -307,7 +307,8 @@ def _print_attribute(attr: Any, args: Any) -> None:
     lds = attr.info["lds"]["validation"]
     extra = ""
     if args.backend == "group":
-        extra = f", group s = {attr.s:.3f}, kappa = {attr.kappa:.3f}"
+        extra = (f", group s = {attr.s:.3f}, kappa = {attr.kappa:.3f}, "
+                 f"amplify c = {attr.amplify:.3f}, blend = {attr.blend:.3f}")
     print(f"{args.backend} ({attr.info['solver']}): LDS {lds:.4f} on validation targets, "
           f"scale s = {attr.scale:.3f}{extra}, {attr.info['fit_seconds']:.0f} s; "
           f"wrote {args.out}")

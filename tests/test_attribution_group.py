@@ -141,6 +141,22 @@ def test_blend_mixes_the_means_of_ridge_and_path_and_keeps_the_paths_spread_in_f
     torch.testing.assert_close(_margins(h[:, f], y), want, atol=1e-5, rtol=1e-5)
 
 
+def test_each_model_gets_its_own_forget_sets_weights_and_any_points_subset():
+    g = group(amplify=0.7, blend=0.4)
+    rng = np.random.default_rng(12)
+    z = torch.from_numpy(rng.normal(size=(3, P, C)).astype(np.float32))
+    sets = [np.array([1, 2]), np.array([0, 4, 5]), np.array([1, 2])]
+    masks = np.zeros((3, N), dtype=bool)
+    for k, f in enumerate(sets):
+        masks[k, f] = True
+    h = g.predict(z, torch.from_numpy(masks))
+    for k, f in enumerate(sets):
+        torch.testing.assert_close(h[k], g.predict(z[k], f))
+    pts = np.array([0, 2, 6, 7])
+    torch.testing.assert_close(g.predict(z[:, pts], sets[1], points=pts),
+                               g.predict(z, sets[1])[:, pts])
+
+
 def test_ridge_terms_calibration_recovers_planted_amplification_and_blend():
     g = group()
     rng = np.random.default_rng(11)
@@ -288,13 +304,19 @@ def test_fitted_on_tiny_fleets_shapes_determinism_storage_and_refusals(tiny, dig
     again = fit_tiny(tiny_fleets)
     for name in ("beta", "gamma", "neighbours", "weights", "rho"):
         np.testing.assert_array_equal(getattr(g, name), getattr(again, name))
-    assert (g.s, g.kappa, g.spread) == (again.s, again.kappa, again.spread)
+    assert (g.s, g.kappa, g.spread, g.amplify, g.blend) == (again.s, again.kappa, again.spread,
+                                                            again.amplify, again.blend)
     z = tiny_fleets["originals"].logits
     forget = np.arange(5, 25)
     path = save_attribution(g, tmp_path / "group", tiny)
     loaded = load_attribution(path, tiny)
     assert isinstance(loaded, GroupAttribution) and loaded.info["backend"] == "group"
     torch.testing.assert_close(loaded.predict(z, forget), g.predict(z, forget))
+    assert (loaded.amplify, loaded.blend) == (g.amplify, g.blend)
+    from dmm.attribution.group import MODEL_REVISION
+    from dmm.attribution.store import read_manifest
+
+    assert read_manifest(path)["model_revision"] == MODEL_REVISION
     with pytest.raises(DmmError, match="made for task 'tiny', not 'digits'"):
         load_attribution(path, digits)
     with pytest.raises(DmmError, match="not a datamodel fleet"):

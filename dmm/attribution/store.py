@@ -11,9 +11,10 @@
 
 A group-aware backend (:class:`~dmm.attribution.group.GroupAttribution`, ``backend:
 group``) keeps its ridge datamodels as such an artifact in ``ridge/`` and its own arrays
-(beta, gamma, neighbours, weights, train_labels, rho, original_mean) as ``<name>.npy``;
-its manifest also holds abar, s, kappa, alpha_min, the spread's (a, b), amplify (c) and
-blend (lambda).
+(beta, gamma, neighbours, weights, train_labels, rho, margin_mean, margin_std) as
+``<name>.npy``; its manifest also holds abar, s, kappa, alpha_min, the spread's (a, b),
+amplify (c), blend (lambda) and the model revision (an artifact without amplify and blend,
+made before them, loads with both 0: the model it was fitted as).
 
 Written atomically (built in a temporary directory, renamed when complete); loading
 refuses an artifact made for another task or training set.
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dmm.artifacts import atomic_dir, check_compatible, read_json, versions, write_json
-from dmm.attribution.group import ARRAYS, GroupAttribution
+from dmm.attribution.group import ARRAYS, MODEL_REVISION, GroupAttribution
 from dmm.attribution.linear import LinearAttribution
 from dmm.errors import DmmError
 from dmm.tasks import Task
@@ -71,7 +72,7 @@ def _save_group(attr: GroupAttribution, path: Path, task: Task, overwrite: bool)
                 "abar": attr.abar, "s": attr.s, "kappa": attr.kappa,
                 "alpha_min": attr.alpha_min, "spread": list(attr.spread),
                 "amplify": attr.amplify, "blend": attr.blend, "scale": attr.ridge.scale,
-                **attr.info,
+                **attr.info, "model_revision": MODEL_REVISION,
                 "backend": "group", "versions": versions()}
     with atomic_dir(path, overwrite=overwrite) as tmp:
         save_attribution(attr.ridge, tmp / "ridge", task)
@@ -106,8 +107,7 @@ def load_attribution(path: str | Path, task: Task) -> LinearAttribution | GroupA
                   if (path / f"{name}.npy").is_file()}
         skip = {"format", "task", "fingerprint", "n_train", "n_val", "n_classes", "model",
                 "n_points", "abar", "s", "kappa", "alpha_min", "spread", "amplify", "blend",
-                "scale",
-                "versions"}
+                "scale", "model_revision", "versions"}
         return GroupAttribution(load_attribution(path / "ridge", task), abar=manifest["abar"],
                                 s=manifest["s"], kappa=manifest["kappa"],
                                 alpha_min=manifest.get("alpha_min", 0.0),
