@@ -172,8 +172,9 @@ def test_ridge_terms_calibration_recovers_planted_amplification_and_blend():
     g.amplify = g.blend = 0.0
     how = calibrate_ridge_terms(g, z0, labels, calibration)
     assert g.amplify == pytest.approx(0.4, abs=0.01) and g.blend == pytest.approx(0.6, abs=0.01)
-    assert how["c"] == g.amplify and len(how["sets"]) == 4
+    assert len(how["sets"]) == 4
     assert max(e["off_forget_rms"] for e in how["sets"]) < 1e-3
+    assert max(e["forget_rms"] for e in how["sets"]) < 1e-3
 
 
 def test_density_datamodels_recover_a_planted_density_dependent_model():

@@ -93,8 +93,8 @@ class GroupAttribution(Predictor):
         spread: (a, b) of the spread ratio exp(a log rho + b phi); (0, 0) turns it off.
         amplify: c of the removed examples' weights 1 + c e_i off the forget set; 0 turns
             it off (plain ridge DM-Direct there).
-        blend: share of the (amplified) ridge datamodels in the forget points' margins; the
-            rest is the group path's :meth:`predicted_margins` (0: the path alone).
+        blend: share of the (amplified) ridge datamodels in the forget points' mean margins;
+            the rest is the group path's :meth:`margin_shift` (0: the path alone).
         margin_mean, margin_std: [points] mean and std of original models' margins (the
             spread's centre; the seed spread of quality estimates).
         info: what produced it, for manifests.
@@ -197,31 +197,22 @@ class GroupAttribution(Predictor):
         centre = np.asarray(self.margin_mean, dtype=np.float64)[forget]
         return (self.spread_ratio(forget) - 1) * (m - centre)
 
-    def predicted_margins(self, original_margins: np.ndarray, forget: np.ndarray
-                          ) -> np.ndarray:
-        """The path's retrained margins at the forget points for originals with margins
-        [K, |F|] there: shifted by :meth:`margin_shift`, plus :meth:`spread_term`."""
-        m = np.asarray(original_margins, dtype=np.float64)
-        return m + self.margin_shift(forget) + self.spread_term(m, forget)
-
     def predict(self, original_logits: ArrayLike, forget: Any,
                 points: ArrayLike | None = None) -> torch.Tensor:
         """Ridge DM-Direct logits with the removed examples weighted by :meth:`removal_weights`
-        everywhere; at the forget points the true-class logit sets the margin to
-        (1 - ``blend``) :meth:`predicted_margins` + ``blend`` (ridge margin +
-        :meth:`spread_term`): the means are blended, the spread is the path's in full."""
+        everywhere; at the forget points the true-class logit sets the margin m to
+        (1 - ``blend``) (m + :meth:`margin_shift`) + ``blend`` (ridge margin), plus
+        :meth:`spread_term`: the means are blended, the spread is the path's in full."""
         z, masks, idx, single = self._prepare(original_logits, forget, points)
         rows = masks.numpy()
-        keys = np.unique(rows, axis=0)
+        groups = [(np.flatnonzero((rows == key).all(1)), np.flatnonzero(key))
+                  for key in np.unique(rows, axis=0)]  # (models, forget set) per distinct set
         w = np.zeros(rows.shape, dtype=np.float32)
-        for key in keys:
-            f = np.flatnonzero(key)
-            w[np.ix_((rows == key).all(1), f)] = self.removal_weights(f)
+        for models, f in groups:
+            w[np.ix_(models, f)] = self.removal_weights(f)
         h = z - self.ridge.scale * self.ridge.apply(torch.from_numpy(w), idx)
         pos = {int(p): k for k, p in enumerate(idx.tolist()) if p < self.n_train}
-        for key in keys:
-            models = np.flatnonzero((rows == key).all(1))
-            f = np.flatnonzero(key)
+        for models, f in groups:
             at = [pos[int(i)] for i in f if int(i) in pos]
             if not at:
                 continue
@@ -232,9 +223,11 @@ class GroupAttribution(Predictor):
             zk, hk = z[m][:, cols], h[m][:, cols]
             full = np.zeros((len(models), len(f)))
             full[:, sel] = _margins(zk, y).numpy()
-            path = torch.as_tensor(self.predicted_margins(full, f)[:, sel], dtype=torch.float32)
+            spread = self.spread_term(full, f)
+            path = torch.as_tensor((full + self.margin_shift(f) + spread)[:, sel],
+                                   dtype=torch.float32)
             ridge = _margins(hk, y)
-            widen = torch.as_tensor(self.spread_term(full, f)[:, sel], dtype=torch.float32)
+            widen = torch.as_tensor(spread[:, sel], dtype=torch.float32)
             target = (1 - self.blend) * path + self.blend * (ridge + widen)
             hk[:, torch.arange(len(at)), y] += target - ridge
             h[m[:, None], cols[None, :]] = hk
