@@ -186,7 +186,8 @@ def test_an_error_in_a_task_fails_the_command_on_one_line_naming_the_shard(ray, 
 
 
 def test_half_gpu_shards_run_two_at_a_time_on_one_gpu(ray, tmp_path):
-    (tmp_path / "slow.yaml").write_text(TINY.read_text().replace("epochs: 2", "epochs: 4"))
+    # shards of a few seconds: a second worker starting late (0.3 s in CI) still overlaps
+    (tmp_path / "slow.yaml").write_text(TINY.read_text().replace("epochs: 2", "epochs: 40"))
     task = load_task(str(tmp_path / "slow.yaml"))
     spans = {}
     for gpus in (0.5, 1.0):
