@@ -79,18 +79,15 @@ def make_optimizer(
     nesterov: bool = False,
 ) -> torch.optim.Optimizer:
     """An element-wise optimiser, so that stacked fleet parameters train like separate models
-    (bit for bit: a model's update does not depend on where it sits in the stack).
-
-    Adam runs as a multi-tensor (``foreach``) kernel: on CPU the same parameters as the
-    per-tensor loop at 2x its speed on fleet-shaped tensors. The fused kernels are not used: fused
-    SGD computes a tensor's tail elements differently from the rest, so a model's weights
-    would depend on the fleet's size (1e-7 per step, 6e-3 in logits after training)."""
+    (bit for bit: a model's update does not depend on where it sits in the stack). Not the
+    fused kernels: fused SGD rounds a tensor's tail elements differently from the rest, so
+    a model's weights would depend on its fleet's size (6e-3 in logits after training)."""
     if name == "sgd":
         return torch.optim.SGD(
             params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
         )
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -174,12 +174,11 @@ def _count_at_least(sorted_x: np.ndarray, t: np.ndarray) -> np.ndarray:
     return sorted_x.size - np.searchsorted(sorted_x, t, side="left")
 
 
-def _count_within(sorted_x: np.ndarray, left: np.ndarray, right: np.ndarray, repeat: int
-                  ) -> np.ndarray:
-    """Samples in [left, right] for each left end, ``right`` holding each right end once
-    for ``repeat`` consecutive left ends (searched once, not ``repeat`` times)."""
-    up_to = np.repeat(np.searchsorted(sorted_x, right, side="right"), repeat)
-    return np.maximum(up_to - np.searchsorted(sorted_x, left, side="left"), 0)
+def _count_within(sorted_x: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    inside = np.searchsorted(sorted_x, right, side="right") - np.searchsorted(
+        sorted_x, left, side="left"
+    )
+    return np.maximum(inside, 0)
 
 
 def _single_threshold_errors(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,8 +204,8 @@ def _interval_errors(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.n
     n_left = int(math.ceil(2 * _INTERVAL_BUFFER * _THRESHOLDS_PER_UNIT))
     offsets = np.linspace(-width - _INTERVAL_BUFFER, -width + _INTERVAL_BUFFER, n_left)
     lefts = (rights[:, None] + offsets[None, :]).ravel()
-    return _count_within(neg, lefts, rights, n_left), pos.size - _count_within(
-        pos, lefts, rights, n_left)
+    rights = np.repeat(rights, n_left)
+    return _count_within(neg, lefts, rights), pos.size - _count_within(pos, lefts, rights)
 
 
 def _epsilon_from_errors(fp: np.ndarray, fn: np.ndarray, n: int, delta: float) -> float:
