@@ -67,6 +67,9 @@ def test_quick_bench_writes_every_output(quick_run):
     assert not any(r["ulira_auc"] for r in rows if r["method"] == "noise-floor")
     assert all(r["competition_score"] and r["loss_attack_auc"] for r in rows)
     assert read(quick_run / "grid.csv") and read(quick_run / "selection.csv")
+    # selection rows skip what selection does not use (intervals, competition score)
+    assert not any(r["competition_score"] or r["klom95_mean_lo"]
+                   for r in read(quick_run / "grid.csv"))
     assert (quick_run / "pareto.png").stat().st_size > 10_000
     assert len(list((quick_run / "histograms").glob("*.png"))) == 6
     md = (quick_run / "results.md").read_text()

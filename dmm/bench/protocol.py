@@ -344,8 +344,9 @@ def sides(ws: Workspace, phase: str, name: str, forget: np.ndarray,
 
 def phase_metrics(ws: Workspace, phase: str) -> list[str]:
     """The metrics a phase's rows carry: all but U-LiRA (:func:`ulira` adds it to report
-    rows), and the bootstrap intervals only on reported rows (selection needs none)."""
-    skip = {"ulira"} | ({"klom_interval"} if phase == "select" else set())
+    rows), and the bootstrap intervals and the competition score only on reported rows
+    (selection, by KLoM, needs neither)."""
+    skip = {"ulira"} | ({"klom_interval", "competition_score"} if phase == "select" else set())
     return [m for m in ws.cfg.metrics if m not in skip]
 
 
