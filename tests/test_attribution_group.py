@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dmm.attribution.group import (
+    MODEL_REVISION,
     GroupAttribution,
     _margins,
     calibrate,
@@ -17,6 +18,7 @@ from dmm.attribution.group import (
     substitutes,
 )
 from dmm.attribution.linear import LinearAttribution
+from dmm.attribution.store import read_manifest
 from dmm.errors import DmmError
 
 N, P, C = 6, 8, 3  # 6 training points, 2 validation points, 3 classes
@@ -314,9 +316,6 @@ def test_fitted_on_tiny_fleets_shapes_determinism_storage_and_refusals(tiny, dig
     assert isinstance(loaded, GroupAttribution) and loaded.info["backend"] == "group"
     torch.testing.assert_close(loaded.predict(z, forget), g.predict(z, forget))
     assert (loaded.amplify, loaded.blend) == (g.amplify, g.blend)
-    from dmm.attribution.group import MODEL_REVISION
-    from dmm.attribution.store import read_manifest
-
     assert read_manifest(path)["model_revision"] == MODEL_REVISION
     with pytest.raises(DmmError, match="made for task 'tiny', not 'digits'"):
         load_attribution(path, digits)
