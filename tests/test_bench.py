@@ -6,7 +6,9 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import dmm.fleet.train
@@ -285,3 +287,33 @@ def test_om_matches_its_originals_retrained_twins_and_is_scored_by_others(quick_
             scoring = load_fleet(fleets / f"oracles_{name}_of_{other}")
             assert list(matched.keys) == list(load_fleet(fleets / f"originals_{phase}").keys)
             assert not originals & set(scoring.keys)
+
+
+def test_an_empty_evaluate_list_benchmarks_only_the_files(tmp_path, capsys):
+    """``evaluate: []`` means none of the suite's sets (not all of them); with no files
+    that leaves nothing, refused before anything is written."""
+    from dmm.bench.config import load_bench_config
+    from dmm.bench.protocol import load_forget_sets
+
+    (tmp_path / "r.txt").write_text("1 2 3\n")
+    text = CONFIG.read_text()
+    start = text.index("  evaluate:")
+    end = text.index("\n", text.index("]", start))
+    only_files = text[:start] + "  evaluate: []\n  files: {mine: r.txt}" + text[end:]
+    (tmp_path / "f.yaml").write_text(only_files)
+    cfg = load_bench_config(tmp_path / "f.yaml")
+    assert cfg.forget_sets.evaluate == [] and list(cfg.forget_sets.files) == ["mine"]
+    (tmp_path / "cache" / "forget_sets").mkdir(parents=True)
+    (tmp_path / "cache" / "forget_sets" / "random_10.txt").write_text("4 5\n")
+    ws = SimpleNamespace(cfg=cfg, cache=tmp_path / "cache", n=100)
+    mine = {"mine": np.array([1, 2, 3])}
+    assert list(load_forget_sets(ws, mine)) == ["mine"]
+    cfg.forget_sets.evaluate = None  # the default: every suite set, then the files
+    assert list(load_forget_sets(ws, mine)) == ["random_10", "mine"]
+    (tmp_path / "e.yaml").write_text(text[:start] + "  evaluate: []" + text[end:])
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--config", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "o"),
+              "--wandb", "disabled"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "no forget sets" in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -13,6 +13,7 @@ from dmm.ensemble import Ensemble
 from dmm.errors import DmmError
 from dmm.tasks import load_task
 from dmm.unlearning.base import Inputs, Problem
+from dmm.unlearning.configs import configured_method
 from dmm.unlearning.matching import DMM, DMDirect, OracleMatching, duplication, matching_counts
 from tests.conftest import TINY
 
@@ -55,6 +56,15 @@ def test_fine_tuning_set_composition(tiny):
     assert not np.array_equal(counts[0, 0], counts[0, 1])  # per-model R'
     resampled = matching_counts(problem, 0.05, 0.5, 3, resample=True)
     assert not np.array_equal(resampled[0, 0], resampled[1, 0])  # OM re-samples each epoch
+    assert np.array_equal(resampled[0], counts[0])  # the first epoch's draw is the same
+
+
+def test_dmm_resample_is_a_hyperparameter_om_resamples_by_default():
+    """DMM draws R' once unless ``resample`` (the paper's rule; configs/methods/dmm.yaml
+    sets it for digits); OM always re-draws."""
+    assert DMM().resample is False and OracleMatching().resample is True
+    assert configured_method("dmm").resample is True
+    assert configured_method("dmm", resample=False).resample is False
 
 
 def test_one_dmm_step_by_hand(linear_task):

@@ -100,7 +100,7 @@ class SuiteSpec:
     Args:
         random_sizes, pc_sizes, pc_top_bottom, classes, class_size, seed: see
             :func:`dmm.attribution.build_forget_suite`.
-        evaluate: the suite's sets to benchmark (default: all).
+        evaluate: the suite's sets to benchmark (default: all; ``[]``: none, only ``files``).
         files: users' own forget sets, name -> index file (.txt/.csv/.npy/.json; a
             relative path is relative to the config file); each is evaluated like the
             suite's sets.
@@ -207,6 +207,9 @@ def load_bench_config(path: str | Path, quick: bool = False) -> BenchConfig:
         raise DmmError(f"{path}: models must be at least 4, got {cfg.models}")
     if not cfg.methods:
         raise DmmError(f"{path}: no methods to benchmark")
+    if cfg.forget_sets.evaluate == [] and not cfg.forget_sets.files:
+        raise DmmError(f"{path}: no forget sets to benchmark (forget_sets.evaluate is empty "
+                       "and there are no files)")
     try:
         check_metrics(cfg.metrics)
     except ValueError as e:

@@ -298,10 +298,12 @@ def user_forget_sets(ws: Workspace) -> dict[str, np.ndarray]:
 
 
 def load_forget_sets(ws: Workspace, files: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The evaluated sets: the suite's (all of them by default; a name of ``files`` in
-    ``evaluate`` means that file), then every file."""
+    """The evaluated sets: the suite's (all of them by default, none for ``evaluate: []``;
+    a name of ``files`` in ``evaluate`` means that file), then every file."""
     folder = ws.cache / "forget_sets"
-    names = ws.cfg.forget_sets.evaluate or sorted(p.stem for p in folder.glob("*.txt"))
+    names = ws.cfg.forget_sets.evaluate
+    if names is None:
+        names = sorted(p.stem for p in folder.glob("*.txt"))
     suite = [s for s in names if s not in files]
     missing = [s for s in suite if not (folder / f"{s}.txt").is_file()]
     if missing:

@@ -3,7 +3,8 @@
 DM-Direct predicts the retrained model's logits, h(x) = f(x; θ0) − s·Σ_{i∈F} β_i(x), with
 an attribution backend (``problem.inputs.predictor``). DMM fine-tunes θ0 so that its
 logits match h on a fine-tuning set S_ft = F ∪ R' (R' a random retain subset sampled once,
-forget points duplicated to a given share), minimising Σ_x ‖f(x; θ) − h(x)‖² with Adam.
+the paper's rule, or afresh each epoch with ``resample``; forget points duplicated to a
+given share), minimising Σ_x ‖f(x; θ) − h(x)‖² with Adam.
 Oracle Matching is the same with real oracles' logits as targets
 (``problem.inputs.oracle``) and R' re-sampled each epoch. There is no ascent term:
 every point has a target and a natural stopping point.
@@ -99,15 +100,16 @@ class DMM(Finetune):
     Args:
         retain_fraction: share of the retain set in R' (≥ 4% sufficed in the paper).
         forget_share: share of forget points in S_ft, reached by duplicating them.
+        resample: draw R' afresh each epoch (OM's rule) instead of once (the paper's DMM).
     """
 
     name: ClassVar[str] = "dmm"
     requires: ClassVar[tuple[str, ...]] = ("predictor",)
-    resample: ClassVar[bool] = False
 
     optimizer: Literal["sgd", "adam"] = "adam"
     retain_fraction: float = 0.1
     forget_share: float = 0.2
+    resample: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,7 +145,8 @@ class OracleMatching(DMM):
     name: ClassVar[str] = "om"
     requires: ClassVar[tuple[str, ...]] = ("oracle",)
     reference: ClassVar[bool] = True
-    resample: ClassVar[bool] = True
+
+    resample: bool = True
 
     def targets(self, problem: Problem) -> torch.Tensor:
         """Oracles trained on each model's retain set (all it kept of what it trained on)."""
