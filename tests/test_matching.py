@@ -65,6 +65,8 @@ def test_dmm_resample_is_a_hyperparameter_om_resamples_by_default():
     assert DMM().resample is False and OracleMatching().resample is True
     assert configured_method("dmm").resample is True
     assert configured_method("dmm", resample=False).resample is False
+    with pytest.raises(DmmError, match="re-drawn each epoch"):
+        OracleMatching(resample=False)  # OM's definition (DESIGN.md section 4)
 
 
 def test_one_dmm_step_by_hand(linear_task):

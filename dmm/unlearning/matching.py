@@ -148,6 +148,11 @@ class OracleMatching(DMM):
 
     resample: bool = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.resample:
+            raise DmmError("om: R' is re-drawn each epoch by definition (resample must be true)")
+
     def targets(self, problem: Problem) -> torch.Tensor:
         """Oracles trained on each model's retain set (all it kept of what it trained on)."""
         n = problem.task.data.n_train
