@@ -54,6 +54,24 @@ def test_fista_matches_sklearn_lasso():
         np.testing.assert_allclose(ours[:, o].numpy(), ref.coef_, atol=1e-5)
 
 
+def test_fista_first_step_is_a_proximal_gradient_step_by_hand():
+    """From b0 (momentum starts at 0): b1 = S(b0 - (G b0 - c) / L, lam / L), S the soft
+    threshold, computed here elementwise with plain Python floats."""
+    gram = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    cov = torch.tensor([[1.0, -0.2], [0.3, 0.9]], dtype=torch.float64)
+    lam = torch.tensor([0.4, 0.1], dtype=torch.float64)
+    b0 = torch.tensor([[0.1, 0.0], [-0.2, 0.5]], dtype=torch.float64)
+    lip = 2.5
+    b1, it = fista_lasso(gram, cov, lam, init=b0, lip=lip, max_iter=1)
+    assert it == 1
+    for i in range(2):
+        for o in range(2):
+            g = sum(float(gram[i, k]) * float(b0[k, o]) for k in range(2)) - float(cov[i, o])
+            z, thr = float(b0[i, o]) - g / lip, float(lam[o]) / lip
+            expected = (abs(z) - thr) * (1 if z > 0 else -1) if abs(z) > thr else 0.0
+            assert abs(float(b1[i, o]) - expected) < 1e-12
+
+
 def test_ridge_fit_matches_normal_equations():
     x, _, y = planted(50, 80, 4, 5, 0.3)  # m < n: the dual regime
     xc, yc = x - x.mean(0), y - y.mean(0)
