@@ -60,7 +60,7 @@ def fista_lasso(gram: torch.Tensor, cov: torch.Tensor, lam: torch.Tensor,
 
     def block(cols: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The buffers of the columns ``cols``: x, y, x_new, two scratch, c / L, thr."""
-        x = x_all[:, cols] if len(cols) < n_out else x_all.clone()
+        x = x_all[:, cols]  # a copy (advanced indexing): x_all is written back on drops
         return (x, x.clone(), torch.empty_like(x), torch.empty_like(x), torch.empty_like(x),
                 cov[:, cols] * step, (lam[cols] * step)[None])
 
